@@ -5,3 +5,40 @@ the real file names, key names and id layout, with small dimensions. Tests,
 CI and anyone without the real weights run the whole engine on it; its output
 is noise by construction.
 """
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from pathlib import Path
+
+from runners.model_store import DECODER_DIR, DEFAULT_FUNASR_ID, LLM_DIR, TOKENIZER_DIR
+
+ALL_PARTS = ("tokenizer", "step1", "decoder")
+TINY_MARKER = "TINY_RANDOM_WEIGHTS"
+
+
+def build_tiny_model_root(root: Path | str, seed: int = 0, parts: Collection[str] = ALL_PARTS) -> Path:
+    """Write the parts of a random-weight model root under ``root``; returns the root.
+
+    The same seed always gives byte-identical weights, so numbers recorded on a
+    tiny checkpoint (parity data) stay valid.
+    """
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    unknown = set(parts) - set(ALL_PARTS)
+    if unknown:
+        raise ValueError(f"unknown tiny parts {sorted(unknown)}; choose from {ALL_PARTS}")
+    if "tokenizer" in parts:
+        from runners.tiny.audio_tokenizer import write_tokenizer_part
+
+        write_tokenizer_part(root / TOKENIZER_DIR, DEFAULT_FUNASR_ID, seed=seed)
+    if "step1" in parts:
+        from runners.tiny.step1 import write_step1_part
+
+        write_step1_part(root / LLM_DIR, seed=seed)
+    if "decoder" in parts:
+        from runners.tiny.decoder import write_decoder_part
+
+        write_decoder_part(root / LLM_DIR / DECODER_DIR, seed=seed)
+    (root / TINY_MARKER).write_text("random weights written by runners.tiny: output is noise\n")
+    return root

@@ -1,0 +1,19 @@
+"""Shared fixtures: one tiny random checkpoint per test session, built offline."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+# Nothing in the test suite may reach a hub.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def tiny_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from runners.tiny import build_tiny_model_root
+
+    return build_tiny_model_root(tmp_path_factory.mktemp("tiny-model"), seed=0)
