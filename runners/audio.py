@@ -18,13 +18,15 @@ import soundfile as sf
 import torch
 import torchaudio.functional as AF
 
+from runners.errors import InvalidInputError
+
 TOKENIZER_RATE = 16000
 DECODER_RATE = 24000
 PROMPT_PEAK = 0.6  # the prompt is limited to this peak before any feature is taken
 TOKENIZER_PEAK = 0.999
 
 
-class AudioDecodeError(ValueError):
+class AudioDecodeError(InvalidInputError):
     """The bytes are not audio that can be decoded (or hold no samples)."""
 
 
@@ -51,9 +53,9 @@ def decode_audio(source: bytes | str | os.PathLike[str]) -> Audio:
         else:
             data, rate = sf.read(Path(source), dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
-        raise AudioDecodeError(f"not a readable audio file ({exc})") from exc
+        raise AudioDecodeError(f"not a readable audio file ({exc})", field="audio") from exc
     if data.size == 0:
-        raise AudioDecodeError("the audio file holds no samples")
+        raise AudioDecodeError("the audio file holds no samples", field="audio")
     return Audio(to_mono(torch.from_numpy(np.ascontiguousarray(data.T))), int(rate))
 
 

@@ -1,0 +1,65 @@
+"""Engine configuration, read from ``EDITX_*`` environment variables.
+
+Every knob a deployment needs lives here, typed and documented, so the
+service, the UI, the tests and the benchmarks build the engine the same way.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+import torch
+from pydantic import BaseModel, Field
+
+from runners.model_store import DEFAULT_FUNASR_ID, ModelSource
+
+DType = Literal["auto", "bfloat16", "float16", "float32"]
+TINY = "tiny"
+
+
+class EngineConfig(BaseModel):
+    model_path: str = Field(TINY, description="model root, HF/ModelScope id, or 'tiny' for random weights")
+    model_source: ModelSource = "auto"
+    funasr_id: str = DEFAULT_FUNASR_ID
+    device: str = Field("auto", description="'auto' (CUDA when present), 'cpu', 'cuda', 'cuda:1', …")
+    llm_dtype: DType = Field("auto", description="'auto' = bfloat16 on CUDA, float32 on the CPU")
+    decoder_dtype: DType = "float32"
+    tiny_dir: str = Field("~/.cache/editx-serve/tiny", description="where EDITX_MODEL_PATH=tiny is written")
+    max_audio_s: float = Field(30.0, gt=0, description="longest accepted input audio")
+    max_text_chars: int = Field(1000, gt=0, description="longest accepted target/prompt text")
+    max_total_tokens: int = Field(8192, gt=0, description="LLM budget: prompt + generated tokens")
+    max_upload_bytes: int = Field(50 * 1024 * 1024, gt=0)
+    temperature: float = Field(0.7, gt=0)
+
+    @property
+    def is_tiny(self) -> bool:
+        return self.model_path == TINY
+
+    def torch_device(self) -> torch.device:
+        if self.device == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device(self.device)
+
+    def llm_torch_dtype(self) -> torch.dtype:
+        return _resolve_dtype(self.llm_dtype, self.torch_device())
+
+    def decoder_torch_dtype(self) -> torch.dtype:
+        return _resolve_dtype(self.decoder_dtype, self.torch_device())
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> "EngineConfig":
+        """Build from ``EDITX_<FIELD>`` variables (e.g. EDITX_MODEL_PATH, EDITX_MAX_AUDIO_S)."""
+        env = dict(os.environ if env is None else env)
+        values = {name: env[f"EDITX_{name.upper()}"] for name in cls.model_fields if f"EDITX_{name.upper()}" in env}
+        return cls(**values)
+
+    def tiny_root(self) -> Path:
+        return Path(self.tiny_dir).expanduser()
+
+
+def _resolve_dtype(name: DType, device: torch.device) -> torch.dtype:
+    if name == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    return getattr(torch, name)

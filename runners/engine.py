@@ -1,0 +1,352 @@
+"""EditXEngine: the one object that owns every loaded part of the model.
+
+The API, the UI, the tests and the benchmarks all go through this class; there
+is never a second copy of the weights. Work runs one request at a time under
+a lock (the GPU is the bottleneck; interleaving requests would only thrash it).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+
+from runners.audio import DECODER_RATE, TOKENIZER_RATE, Audio, limit_peak
+from runners.config import EngineConfig
+from runners.edit_vocab import VOCABULARY, EditVocabulary, validate_edit
+from runners.errors import EngineUnavailableError, InputTooLargeError, InvalidInputError
+from runners.model_store import ModelPaths, resolve_model_root
+from runners.prompts import PromptBuilder, clone_speaker_id, edit_instruction
+from runners.tokens import TOKENS_PER_SECOND
+
+log = logging.getLogger("editx.engine")
+
+EngineState = Literal["unloaded", "loading", "loaded", "failed"]
+Progress = Callable[[str, float], None]  # (stage description, fraction done 0..1)
+
+
+@dataclass
+class PreparedAudio:
+    """Everything derived from one input waveform that generation needs."""
+
+    audio: Audio  # mono, peak-limited to 0.6, original sample rate
+    codec_ids: list[int]  # interleaved vq02/vq06 codec ids of the trimmed 16 kHz audio
+    mel: torch.Tensor  # (1, T, 80) 24 kHz mel of the untrimmed audio
+    speaker: torch.Tensor  # (1, 192) CAM++ embedding
+
+
+@dataclass
+class Synthesis:
+    """A generated waveform plus what it took to make it."""
+
+    samples: np.ndarray  # float32 mono
+    sample_rate: int
+    generated_tokens: int
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
+    iterations: int = 1
+
+    @property
+    def duration_s(self) -> float:
+        return self.samples.size / self.sample_rate
+
+
+def _noop_progress(stage: str, fraction: float) -> None:
+    return None
+
+
+class EditXEngine:
+    """Load once, then tokenize, clone and edit."""
+
+    def __init__(self, config: EngineConfig | None = None) -> None:
+        self.config = config or EngineConfig.from_env()
+        self.device = self.config.torch_device()
+        self.state: EngineState = "unloaded"
+        self.error: str | None = None
+        self.paths: ModelPaths | None = None
+        self.load_count = 0
+        self.load_seconds: float | None = None
+        self._lock = threading.RLock()
+        self._parts: dict[str, object] = {}
+
+    # ------------------------------------------------------------------ loading
+    @property
+    def vocabulary(self) -> EditVocabulary:
+        return VOCABULARY
+
+    @property
+    def is_loaded(self) -> bool:
+        return self.state == "loaded"
+
+    def resolve_paths(self) -> ModelPaths:
+        cfg = self.config
+        if cfg.is_tiny:
+            from runners.tiny import TINY_MARKER, build_tiny_model_root
+
+            root = cfg.tiny_root()
+            if not (root / TINY_MARKER).is_file():
+                log.warning("EDITX_MODEL_PATH=tiny: writing a random-weight model to %s (output is noise)", root)
+                build_tiny_model_root(root)
+            return ModelPaths(root, cfg.funasr_id).check()
+        return resolve_model_root(cfg.model_path, cfg.model_source, funasr_id=cfg.funasr_id)
+
+    def load(self) -> "EditXEngine":
+        """Load every part (idempotent). Raises EngineUnavailableError on failure."""
+        with self._lock:
+            if self.state == "loaded":
+                return self
+            self.state, self.error = "loading", None
+            start = time.perf_counter()
+            try:
+                self._load_parts()
+            except Exception as exc:
+                self.state, self.error = "failed", f"{type(exc).__name__}: {exc}"
+                log.exception("model load failed")
+                raise EngineUnavailableError(f"model load failed: {self.error}") from exc
+            self.load_seconds = time.perf_counter() - start
+            self.load_count += 1
+            self.state = "loaded"
+            log.info("engine loaded in %.1f s on %s", self.load_seconds, self.device)
+            return self
+
+    def _load_parts(self) -> None:
+        from runners.audio_tokenizer import AudioTokenizer
+        from runners.llm import Step1LM
+        from runners.prompt_features import SpeakerEncoder
+        from runners.text_tokenizer import TextTokenizer
+        from runners.token2wav import Token2Wav
+
+        paths = self.paths = self.resolve_paths()
+        cfg = self.config
+        text_tokenizer = TextTokenizer(paths.llm_dir)
+        self._parts = {
+            "audio_tokenizer": AudioTokenizer(paths, device=self.device),
+            "text_tokenizer": text_tokenizer,
+            "prompt_builder": PromptBuilder(text_tokenizer),
+            "llm": Step1LM(paths.llm_dir, device=self.device, dtype=cfg.llm_torch_dtype()),
+            "speaker_encoder": SpeakerEncoder(paths.decoder_dir / "campplus.onnx", device=self.device),
+            "token2wav": Token2Wav(paths.decoder_dir, device=self.device, dtype=cfg.decoder_torch_dtype()),
+        }
+
+    def unload(self) -> None:
+        """Drop every part and return the memory (GPU caches included)."""
+        with self._lock:
+            self._parts = {}
+            self.state = "unloaded"
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+
+    def _part(self, name: str):  # noqa: ANN202 - each part has its own type
+        if self.state != "loaded":
+            self.load()
+        return self._parts[name]
+
+    # ------------------------------------------------------------- validation
+    def check_audio(self, audio: Audio, name: str = "audio") -> Audio:
+        """Reject audio the model cannot use, with a message naming the problem."""
+        if audio.samples.numel() == 0 or audio.duration_s < 0.1:
+            raise InvalidInputError(f"{name} is empty or shorter than 0.1 s", field=name)
+        if not bool(torch.isfinite(audio.samples).all()):
+            raise InvalidInputError(f"{name} contains NaN or infinite samples", field=name)
+        if float(audio.samples.abs().max()) < 1e-4:
+            raise InvalidInputError(f"{name} is silent: no sample rises above -80 dBFS", field=name)
+        if audio.duration_s > self.config.max_audio_s:
+            raise InputTooLargeError(
+                f"{name} is {audio.duration_s:.1f} s long; the limit is {self.config.max_audio_s:g} s "
+                "(set EDITX_MAX_AUDIO_S to change it)",
+                field=name,
+            )
+        return audio
+
+    def check_text(self, text: str | None, name: str, required: bool = True) -> str:
+        value = (text or "").strip()
+        if required and not value:
+            raise InvalidInputError(f"{name} is empty", field=name)
+        if len(value) > self.config.max_text_chars:
+            raise InputTooLargeError(
+                f"{name} has {len(value)} characters; the limit is {self.config.max_text_chars}", field=name
+            )
+        return value
+
+    def _check_budget(self, prompt_ids: list[int], expected_output_s: float) -> int:
+        """Return the generation length cap; reject prompts that leave no room to answer."""
+        budget = self.config.max_total_tokens
+        needed = len(prompt_ids) + int(expected_output_s * TOKENS_PER_SECOND)
+        if len(prompt_ids) >= budget or needed > budget:
+            raise InputTooLargeError(
+                f"the request needs about {needed} LLM tokens (prompt {len(prompt_ids)}); the limit is {budget}. "
+                "Use shorter audio or text.",
+                field="audio",
+            )
+        return budget
+
+    # ---------------------------------------------------------------- stages
+    def prepare(self, audio: Audio) -> PreparedAudio:
+        """Tokens, mel and speaker embedding of one waveform (the 'prompt features')."""
+        from runners.audio_tokenizer import AudioTokenizer
+        from runners.prompt_features import prompt_mel
+
+        with self._lock:
+            limited = Audio(limit_peak(audio.samples), audio.sample_rate)
+            tokenizer: AudioTokenizer = self._part("audio_tokenizer")
+            tokens = tokenizer.tokenize(limited)
+            mel = prompt_mel(limited.resampled(DECODER_RATE).samples)
+            speaker = self._part("speaker_encoder")(limited.resampled(TOKENIZER_RATE).samples)
+            return PreparedAudio(limited, tokens.codec_ids, mel, speaker)
+
+    def tokenize(self, audio: Audio) -> list[int]:
+        """Codec ids (0..5119, interleaved 2:3) of an audio, as the LLM sees it."""
+        self.check_audio(audio)
+        with self._lock:
+            limited = Audio(limit_peak(audio.samples), audio.sample_rate)
+            return self._part("audio_tokenizer").tokenize(limited).codec_ids
+
+    def _generate(self, prompt_ids: list[int], seed: int | None) -> list[int]:
+        from runners.tokens import from_llm_ids
+
+        llm = self._part("llm")
+        out = llm.generate([prompt_ids], max_length=self.config.max_total_tokens,
+                           temperature=self.config.temperature, seed=seed)[0]
+        # A random (tiny) model may emit text ids; only audio ids can be decoded.
+        audio_ids = [i for i in out if 65536 <= i < 65536 + 5120]
+        return from_llm_ids(audio_ids)
+
+    def generate_clone(
+        self, prompt: PreparedAudio, prompt_text: str, target_text: str, seed: int | None = None
+    ) -> list[int]:
+        """Codec ids of ``target_text`` spoken in the prompt's voice."""
+        with self._lock:
+            speaker = clone_speaker_id(prompt_text, prompt.audio.samples.numpy())
+            ids = self._part("prompt_builder").clone(prompt_text, prompt.codec_ids, target_text, speaker)
+            self._check_budget(ids, expected_output_s=0)
+            return self._generate(ids, seed)
+
+    def generate_edit(
+        self,
+        prompt: PreparedAudio,
+        audio_text: str | None,
+        edit_type: str,
+        edit_info: str | None,
+        target_text: str | None = None,
+        seed: int | None = None,
+    ) -> list[int]:
+        """Codec ids of the edited audio."""
+        with self._lock:
+            instruction = edit_instruction(edit_type, edit_info, audio_text, target_text)
+            ids = self._part("prompt_builder").edit(instruction, prompt.codec_ids)
+            self._check_budget(ids, expected_output_s=prompt.audio.duration_s)
+            return self._generate(ids, seed)
+
+    def decode(self, codec_ids: list[int], prompt: PreparedAudio, seed: int | None = None) -> np.ndarray:
+        """24 kHz float32 waveform of generated codec ids in the prompt's voice."""
+        if not codec_ids:
+            raise InvalidInputError("the model produced no audio tokens; try another seed or text", field="seed")
+        with self._lock:
+            wave = self._part("token2wav")(codec_ids, prompt.codec_ids, prompt.mel, prompt.speaker, seed=seed)
+            return wave.detach().cpu().numpy().astype(np.float32).reshape(-1)
+
+    # ------------------------------------------------------------- requests
+    def clone(
+        self,
+        prompt_audio: Audio,
+        prompt_text: str,
+        target_text: str,
+        seed: int | None = None,
+        progress: Progress = _noop_progress,
+    ) -> Synthesis:
+        """Speak ``target_text`` in the voice of ``prompt_audio`` (zero-shot clone)."""
+        self.check_audio(prompt_audio, "prompt_audio")
+        prompt_text = self.check_text(prompt_text, "prompt_text")
+        target_text = self.check_text(target_text, "target_text")
+        timings: dict[str, float] = {}
+        with self._lock:
+            progress("loading model", 0.0)
+            self._part("llm")
+            progress("tokenizing prompt audio", 0.1)
+            t = time.perf_counter()
+            prompt = self.prepare(prompt_audio)
+            timings["prepare"] = time.perf_counter() - t
+            progress("generating speech tokens", 0.3)
+            t = time.perf_counter()
+            codec_ids = self.generate_clone(prompt, prompt_text, target_text, seed)
+            timings["llm"] = time.perf_counter() - t
+            progress("decoding waveform", 0.8)
+            t = time.perf_counter()
+            samples = self.decode(codec_ids, prompt, seed)
+            timings["decode"] = time.perf_counter() - t
+            progress("done", 1.0)
+        return Synthesis(samples, DECODER_RATE, len(codec_ids), timings)
+
+    def edit(
+        self,
+        audio: Audio,
+        audio_text: str | None,
+        edit_type: str,
+        edit_info: str | None = None,
+        target_text: str | None = None,
+        n_edit_iter: int = 1,
+        seed: int | None = None,
+        progress: Progress = _noop_progress,
+    ) -> Synthesis:
+        """Edit ``audio``; each further iteration edits the previous output again."""
+        self.check_audio(audio)
+        edit_info = validate_edit(edit_type, edit_info, target_text)
+        spec = self.vocabulary.spec(edit_type)
+        audio_text = self.check_text(audio_text, "audio_text", required=spec.needs_transcript)
+        target_text = self.check_text(target_text, "target_text", required=spec.needs_target_text)
+        if not 1 <= n_edit_iter <= 5:
+            raise InvalidInputError(f"n_edit_iter must be between 1 and 5 (got {n_edit_iter})", field="n_edit_iter")
+        timings = {"prepare": 0.0, "llm": 0.0, "decode": 0.0}
+        current, total_tokens = audio, 0
+        samples = np.zeros(0, dtype=np.float32)
+        with self._lock:
+            for k in range(n_edit_iter):
+                base = k / n_edit_iter
+                step = 1.0 / n_edit_iter
+                progress(f"pass {k + 1}/{n_edit_iter}: tokenizing audio", base)
+                t = time.perf_counter()
+                prompt = self.prepare(current)
+                timings["prepare"] += time.perf_counter() - t
+                progress(f"pass {k + 1}/{n_edit_iter}: generating speech tokens", base + 0.3 * step)
+                t = time.perf_counter()
+                pass_seed = None if seed is None else seed + k
+                codec_ids = self.generate_edit(prompt, audio_text, edit_type, edit_info, target_text, pass_seed)
+                timings["llm"] += time.perf_counter() - t
+                progress(f"pass {k + 1}/{n_edit_iter}: decoding waveform", base + 0.8 * step)
+                t = time.perf_counter()
+                samples = self.decode(codec_ids, prompt, pass_seed)
+                timings["decode"] += time.perf_counter() - t
+                total_tokens += len(codec_ids)
+                # The next pass edits this output; its transcript is what was said now.
+                if edit_type == "paralinguistic":
+                    audio_text = target_text
+                current = Audio(torch.from_numpy(samples.copy()), DECODER_RATE)
+            progress("done", 1.0)
+        return Synthesis(samples, DECODER_RATE, total_tokens, timings, iterations=n_edit_iter)
+
+    # ---------------------------------------------------------------- status
+    def status(self) -> dict[str, object]:
+        """Plain-data view of the engine for /status and the UI."""
+        cfg = self.config
+        return {
+            "state": self.state,
+            "error": self.error,
+            "device": str(self.device),
+            "llm_dtype": str(cfg.llm_torch_dtype()).removeprefix("torch."),
+            "decoder_dtype": str(cfg.decoder_torch_dtype()).removeprefix("torch."),
+            "model_path": cfg.model_path,
+            "model_root": str(self.paths.root) if self.paths else None,
+            "tiny_random_weights": cfg.is_tiny,
+            "load_count": self.load_count,
+            "load_seconds": self.load_seconds,
+        }
+
+    @property
+    def model_root(self) -> Path | None:
+        return self.paths.root if self.paths else None

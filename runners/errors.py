@@ -1,0 +1,29 @@
+"""Errors the engine raises for bad requests; entrypoints map them to HTTP 4xx.
+
+Each carries the name of the offending field so that an API can say which
+input was wrong, not only that something was.
+"""
+
+from __future__ import annotations
+
+
+class InvalidInputError(ValueError):
+    """The request is wrong (HTTP 400/422): the message says what and how to fix it."""
+
+    status_code = 400
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class InputTooLargeError(InvalidInputError):
+    """The request is over a size limit (HTTP 413)."""
+
+    status_code = 413
+
+
+class EngineUnavailableError(RuntimeError):
+    """The model could not be loaded or is not ready (HTTP 503)."""
+
+    status_code = 503
