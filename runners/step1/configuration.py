@@ -1,0 +1,87 @@
+"""Configuration of the Step1 decoder, readable from the official ``config.json`` as is.
+
+The official file names ``model_type: step1`` and points ``auto_map`` at remote
+code; we register our own class under the same ``model_type`` instead, so the
+unchanged file loads without ``trust_remote_code``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from transformers import PreTrainedConfig
+
+# The released Step-Audio-EditX numbers (UPSTREAM.md §2.1); tests derive the
+# expected checkpoint layout from these.
+OFFICIAL_CONFIG: dict[str, Any] = {
+    "hidden_size": 3072,
+    "intermediate_size": 8192,
+    "num_attention_heads": 48,
+    "num_attention_groups": 4,
+    "num_hidden_layers": 32,
+    "max_seq_len": 32768,
+    "vocab_size": 74752,
+    "rms_norm_eps": 1e-5,
+    "bos_token_id": 1,
+    "eos_token_id": 3,
+    "pad_token_id": 0,
+}
+
+
+class Step1Config(PreTrainedConfig):
+    """Hyper-parameters of Step1: GQA over ``num_attention_groups`` KV heads, sqrt-ALiBi, no RoPE."""
+
+    model_type = "step1"
+    keys_to_ignore_at_inference = ["cache", "past_key_values"]
+
+    def __init__(
+        self,
+        hidden_size: int = OFFICIAL_CONFIG["hidden_size"],
+        intermediate_size: int = OFFICIAL_CONFIG["intermediate_size"],
+        num_attention_heads: int = OFFICIAL_CONFIG["num_attention_heads"],
+        num_attention_groups: int = OFFICIAL_CONFIG["num_attention_groups"],
+        num_hidden_layers: int = OFFICIAL_CONFIG["num_hidden_layers"],
+        max_seq_len: int = OFFICIAL_CONFIG["max_seq_len"],
+        vocab_size: int = OFFICIAL_CONFIG["vocab_size"],
+        rms_norm_eps: float = OFFICIAL_CONFIG["rms_norm_eps"],
+        initializer_range: float = 0.02,
+        bos_token_id: int = OFFICIAL_CONFIG["bos_token_id"],
+        eos_token_id: int = OFFICIAL_CONFIG["eos_token_id"],
+        pad_token_id: int = OFFICIAL_CONFIG["pad_token_id"],
+        tie_word_embeddings: bool = False,
+        use_cache: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        if hidden_size % num_attention_heads:
+            raise ValueError(f"hidden_size {hidden_size} is not a multiple of num_attention_heads {num_attention_heads}")
+        if num_attention_heads % num_attention_groups:
+            raise ValueError(
+                f"num_attention_heads {num_attention_heads} is not a multiple of num_attention_groups {num_attention_groups}"
+            )
+        self.hidden_size = hidden_size
+        self.intermediate_size = intermediate_size
+        self.num_attention_heads = num_attention_heads
+        self.num_attention_groups = num_attention_groups
+        self.num_hidden_layers = num_hidden_layers
+        self.max_seq_len = max_seq_len
+        self.vocab_size = vocab_size
+        self.rms_norm_eps = rms_norm_eps
+        self.initializer_range = initializer_range
+        self.use_cache = use_cache
+        # The checkpoint stores lm_head separately from the embedding; never tie.
+        self.tie_word_embeddings = tie_word_embeddings
+        super().__init__(
+            bos_token_id=bos_token_id,
+            eos_token_id=eos_token_id,
+            pad_token_id=pad_token_id,
+            tie_word_embeddings=tie_word_embeddings,
+            **kwargs,
+        )
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_attention_heads
+
+    @property
+    def heads_per_group(self) -> int:
+        return self.num_attention_heads // self.num_attention_groups
