@@ -32,6 +32,15 @@ class EngineConfig(BaseModel):
     max_total_tokens: int = Field(8192, gt=0, description="LLM budget: prompt + generated tokens")
     max_upload_bytes: int = Field(50 * 1024 * 1024, gt=0)
     temperature: float = Field(0.7, gt=0)
+    max_new_tokens: int | None = Field(
+        None, gt=0, description="cap on generated tokens; unset = the official rule (prompt + output ≤ max_total_tokens)"
+    )
+
+    def generation_cap(self) -> int | None:
+        """The tiny random model never says EOS: cap it at ~4 s of audio so it answers quickly."""
+        if self.max_new_tokens is None and self.is_tiny:
+            return 170
+        return self.max_new_tokens
 
     @property
     def is_tiny(self) -> bool:

@@ -24,7 +24,7 @@ from runners.edit_vocab import VOCABULARY, EditVocabulary, validate_edit
 from runners.errors import EngineUnavailableError, InputTooLargeError, InvalidInputError
 from runners.model_store import ModelPaths, resolve_model_root
 from runners.prompts import PromptBuilder, clone_speaker_id, edit_instruction
-from runners.tokens import TOKENS_PER_SECOND
+from runners.tokens import CODEC_VOCAB, LLM_AUDIO_OFFSET, TOKENS_PER_SECOND, from_llm_ids
 
 log = logging.getLogger("editx.engine")
 
@@ -208,13 +208,18 @@ class EditXEngine:
             return self._part("audio_tokenizer").tokenize(limited).codec_ids
 
     def _generate(self, prompt_ids: list[int], seed: int | None) -> list[int]:
-        from runners.tokens import from_llm_ids
-
         llm = self._part("llm")
-        out = llm.generate([prompt_ids], max_length=self.config.max_total_tokens,
-                           temperature=self.config.temperature, seed=seed)[0]
-        # A random (tiny) model may emit text ids; only audio ids can be decoded.
-        audio_ids = [i for i in out if 65536 <= i < 65536 + 5120]
+        out = llm.generate(
+            [prompt_ids],
+            max_length=self.config.max_total_tokens,
+            temperature=self.config.temperature,
+            seed=seed,
+            max_new_tokens=self.config.generation_cap(),
+        )[0]
+        # Only audio ids can be decoded; a well-trained model emits nothing else before EOS.
+        audio_ids = [i for i in out if LLM_AUDIO_OFFSET <= i < LLM_AUDIO_OFFSET + CODEC_VOCAB]
+        if len(audio_ids) != len(out):
+            log.warning("dropped %d non-audio ids from the LLM output", len(out) - len(audio_ids))
         return from_llm_ids(audio_ids)
 
     def generate_clone(
