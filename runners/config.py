@@ -32,6 +32,15 @@ class EngineConfig(BaseModel):
     max_total_tokens: int = Field(8192, gt=0, description="LLM budget: prompt + generated tokens")
     max_upload_bytes: int = Field(50 * 1024 * 1024, gt=0)
     temperature: float = Field(0.7, gt=0)
+    cache_enabled: bool = Field(True, description="cache prompt features (tokens, mel, speaker, transcript)")
+    cache_dir: str = Field("~/.cache/editx-serve/prompt-cache", description="persistent cache folder; '' = memory only")
+    cache_max_entries: int = Field(256, gt=0)
+    cache_max_disk_mb: int = Field(2048, gt=0)
+    lazy_load: bool = Field(False, description="load on the first request instead of at start")
+    idle_unload_s: float = Field(0.0, ge=0, description="unload after this many idle seconds; 0 = never")
+    idle_action: Literal["unload", "offload"] = Field(
+        "unload", description="'offload' keeps the weights in CPU memory instead (fast to bring back)"
+    )
     max_new_tokens: int | None = Field(
         None, gt=0, description="cap on generated tokens; unset = the official rule (prompt + output ≤ max_total_tokens)"
     )

@@ -8,9 +8,11 @@ a lock (the GPU is the bottleneck; interleaving requests would only thrash it).
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -23,12 +25,13 @@ from runners.config import EngineConfig
 from runners.edit_vocab import VOCABULARY, EditVocabulary, validate_edit
 from runners.errors import EngineUnavailableError, InputTooLargeError, InvalidInputError
 from runners.model_store import ModelPaths, resolve_model_root
+from runners.prompt_cache import PromptCache, PromptFeatures, audio_key
 from runners.prompts import PromptBuilder, clone_speaker_id, edit_instruction
 from runners.tokens import CODEC_VOCAB, LLM_AUDIO_OFFSET, TOKENS_PER_SECOND, from_llm_ids
 
 log = logging.getLogger("editx.engine")
 
-EngineState = Literal["unloaded", "loading", "loaded", "failed"]
+EngineState = Literal["unloaded", "loading", "loaded", "offloaded", "failed"]
 Progress = Callable[[str, float], None]  # (stage description, fraction done 0..1)
 
 
@@ -74,6 +77,20 @@ class EditXEngine:
         self.load_seconds: float | None = None
         self._lock = threading.RLock()
         self._parts: dict[str, object] = {}
+        cfg = self.config
+        self.cache = PromptCache(
+            cfg.cache_dir or None,
+            max_entries=cfg.cache_max_entries,
+            max_disk_bytes=cfg.cache_max_disk_mb * 1024 * 1024,
+            enabled=cfg.cache_enabled,
+        )
+        self.last_used = time.monotonic()
+        self.last_unload: dict[str, object] | None = None
+        self._stop = threading.Event()
+        self._monitor: threading.Thread | None = None
+        if cfg.idle_unload_s > 0:
+            self._monitor = threading.Thread(target=self._watch_idle, name="editx-idle", daemon=True)
+            self._monitor.start()
 
     # ------------------------------------------------------------------ loading
     @property
@@ -134,15 +151,83 @@ class EditXEngine:
             "token2wav": Token2Wav(paths.decoder_dir, device=self.device, dtype=cfg.decoder_torch_dtype()),
         }
 
-    def unload(self) -> None:
-        """Drop every part and return the memory (GPU caches included)."""
+    @property
+    def ready(self) -> bool:
+        """Can a request be served now or after a load it will trigger? (for /readyz)
+
+        A failed load is not ready; neither is the very first load at start. A
+        lazily unloaded or offloaded engine is ready: the next request loads it.
+        """
+        if self.state in ("loaded", "offloaded"):
+            return True
+        if self.state == "unloaded":
+            return self.config.lazy_load or self.load_count > 0
+        return self.state == "loading" and self.load_count > 0
+
+    def unload(self, reason: str = "requested") -> None:
+        """Drop every part and return the memory (GPU caches included). Waits for work in flight."""
         with self._lock:
+            if self.state not in ("loaded", "offloaded"):
+                return
+            before = memory_in_use()
             self._parts = {}
             self.state = "unloaded"
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
+            _release_memory()
+            self.last_unload = {"action": "unload", "reason": reason, "before": before, "after": memory_in_use()}
+            log.info("engine unloaded (%s)", reason)
+
+    def offload(self, reason: str = "requested") -> None:
+        """Move the torch weights to CPU memory; the next request moves them back."""
+        with self._lock:
+            if self.state != "loaded":
+                return
+            before = memory_in_use()
+            for part in self._parts.values():
+                _move_modules(part, torch.device("cpu"))
+            self.state = "offloaded"
+            _release_memory()
+            self.last_unload = {"action": "offload", "reason": reason, "before": before, "after": memory_in_use()}
+            log.info("engine offloaded to CPU memory (%s)", reason)
+
+    def close(self) -> None:
+        """Stop the idle monitor (the service calls this at shutdown)."""
+        self._stop.set()
+
+    def _watch_idle(self) -> None:
+        limit = self.config.idle_unload_s
+        while not self._stop.wait(min(1.0, limit / 4)):
+            if self.state != "loaded" or self.idle_seconds() < limit:
+                continue
+            # Never wait here: a request holding the lock is in flight, so we are not idle.
+            if not self._lock.acquire(blocking=False):
+                continue
+            try:
+                if self.state == "loaded" and self.idle_seconds() >= limit:
+                    reason = f"idle for {self.idle_seconds():.0f} s"
+                    self.offload(reason) if self.config.idle_action == "offload" else self.unload(reason)
+            finally:
+                self._lock.release()
+
+    def idle_seconds(self) -> float:
+        return time.monotonic() - self.last_used
+
+    @contextmanager
+    def _busy(self) -> Iterator[None]:
+        """Hold the engine for one unit of work; idle time counts from its end."""
+        with self._lock:
+            self.last_used = time.monotonic()
+            try:
+                yield
+            finally:
+                self.last_used = time.monotonic()
 
     def _part(self, name: str):  # noqa: ANN202 - each part has its own type
+        if self.state == "offloaded":
+            with self._lock:
+                for part in self._parts.values():
+                    _move_modules(part, self.device)
+                self.state = "loaded"
+                log.info("engine moved back to %s", self.device)
         if self.state != "loaded":
             self.load()
         return self._parts[name]
@@ -187,23 +272,39 @@ class EditXEngine:
         return budget
 
     # ---------------------------------------------------------------- stages
+    def cache_settings(self) -> str:
+        """What besides the samples changes the prompt features: the model files used."""
+        paths = self.paths or self.resolve_paths()
+        return f"v1|{paths.root}|{self.config.funasr_id}"
+
     def prepare(self, audio: Audio) -> PreparedAudio:
-        """Tokens, mel and speaker embedding of one waveform (the 'prompt features')."""
-        from runners.audio_tokenizer import AudioTokenizer
+        """Tokens, mel and speaker embedding of one waveform (the 'prompt features').
+
+        Served from the prompt cache when the same samples were seen before: a hit
+        runs neither the tokenizer nor the mel nor the speaker model.
+        """
         from runners.prompt_features import prompt_mel
 
-        with self._lock:
+        with self._busy():
             limited = Audio(limit_peak(audio.samples), audio.sample_rate)
-            tokenizer: AudioTokenizer = self._part("audio_tokenizer")
-            tokens = tokenizer.tokenize(limited)
+            key = audio_key(limited.samples, limited.sample_rate, self.cache_settings())
+            hit = self.cache.get(key)
+            if hit is not None:
+                log.info("prompt cache hit (%.2f s of audio)", limited.duration_s)
+                return PreparedAudio(limited, list(hit.codec_ids), hit.mel, hit.speaker)
+            start = time.perf_counter()
+            tokens = self._part("audio_tokenizer").tokenize(limited)
             mel = prompt_mel(limited.resampled(DECODER_RATE).samples)
             speaker = self._part("speaker_encoder")(limited.resampled(TOKENIZER_RATE).samples)
+            elapsed = time.perf_counter() - start
+            self.cache.put(key, PromptFeatures(tokens.codec_ids, mel, speaker, compute_s=elapsed))
+            log.info("prompt features computed in %.2f s (cache miss)", elapsed)
             return PreparedAudio(limited, tokens.codec_ids, mel, speaker)
 
     def tokenize(self, audio: Audio) -> list[int]:
         """Codec ids (0..5119, interleaved 2:3) of an audio, as the LLM sees it."""
         self.check_audio(audio)
-        with self._lock:
+        with self._busy():
             limited = Audio(limit_peak(audio.samples), audio.sample_rate)
             return self._part("audio_tokenizer").tokenize(limited).codec_ids
 
@@ -226,7 +327,7 @@ class EditXEngine:
         self, prompt: PreparedAudio, prompt_text: str, target_text: str, seed: int | None = None
     ) -> list[int]:
         """Codec ids of ``target_text`` spoken in the prompt's voice."""
-        with self._lock:
+        with self._busy():
             speaker = clone_speaker_id(prompt_text, prompt.audio.samples.numpy())
             ids = self._part("prompt_builder").clone(prompt_text, prompt.codec_ids, target_text, speaker)
             self._check_budget(ids, expected_output_s=0)
@@ -242,7 +343,7 @@ class EditXEngine:
         seed: int | None = None,
     ) -> list[int]:
         """Codec ids of the edited audio."""
-        with self._lock:
+        with self._busy():
             instruction = edit_instruction(edit_type, edit_info, audio_text, target_text)
             ids = self._part("prompt_builder").edit(instruction, prompt.codec_ids)
             self._check_budget(ids, expected_output_s=prompt.audio.duration_s)
@@ -252,7 +353,7 @@ class EditXEngine:
         """24 kHz float32 waveform of generated codec ids in the prompt's voice."""
         if not codec_ids:
             raise InvalidInputError("the model produced no audio tokens; try another seed or text", field="seed")
-        with self._lock:
+        with self._busy():
             wave = self._part("token2wav")(codec_ids, prompt.codec_ids, prompt.mel, prompt.speaker, seed=seed)
             return wave.detach().cpu().numpy().astype(np.float32).reshape(-1)
 
@@ -270,7 +371,7 @@ class EditXEngine:
         prompt_text = self.check_text(prompt_text, "prompt_text")
         target_text = self.check_text(target_text, "target_text")
         timings: dict[str, float] = {}
-        with self._lock:
+        with self._busy():
             progress("loading model", 0.0)
             self._part("llm")
             progress("tokenizing prompt audio", 0.1)
@@ -310,7 +411,7 @@ class EditXEngine:
         timings = {"prepare": 0.0, "llm": 0.0, "decode": 0.0}
         current, total_tokens = audio, 0
         samples = np.zeros(0, dtype=np.float32)
-        with self._lock:
+        with self._busy():
             for k in range(n_edit_iter):
                 base = k / n_edit_iter
                 step = 1.0 / n_edit_iter
@@ -350,8 +451,54 @@ class EditXEngine:
             "tiny_random_weights": cfg.is_tiny,
             "load_count": self.load_count,
             "load_seconds": self.load_seconds,
+            "ready": self.ready,
+            "lazy_load": cfg.lazy_load,
+            "idle_unload_s": cfg.idle_unload_s,
+            "idle_action": cfg.idle_action,
+            "idle_s": round(self.idle_seconds(), 1),
+            "time_until_unload_s": self._time_until_unload(),
+            "memory": memory_in_use(),
+            "last_unload": self.last_unload,
+            "cache": self.cache.stats().model_dump(),
         }
+
+    def _time_until_unload(self) -> float | None:
+        if self.config.idle_unload_s <= 0 or self.state != "loaded":
+            return None
+        return round(max(0.0, self.config.idle_unload_s - self.idle_seconds()), 1)
 
     @property
     def model_root(self) -> Path | None:
         return self.paths.root if self.paths else None
+
+
+def memory_in_use() -> dict[str, float]:
+    """Process RSS, and CUDA allocated/reserved when a GPU is present (MiB)."""
+    out: dict[str, float] = {}
+    try:
+        with open("/proc/self/statm") as f:
+            out["rss_mb"] = round(int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20, 1)
+    except OSError:
+        pass
+    if torch.cuda.is_available():
+        out["gpu_allocated_mb"] = round(torch.cuda.memory_allocated() / 2**20, 1)
+        out["gpu_reserved_mb"] = round(torch.cuda.memory_reserved() / 2**20, 1)
+    return out
+
+
+def _release_memory() -> None:
+    import gc
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def _move_modules(part: object, device: torch.device) -> None:
+    """Move every torch module a part holds (itself or as a direct attribute) to ``device``."""
+    if isinstance(part, torch.nn.Module):
+        part.to(device)
+        return
+    for value in getattr(part, "__dict__", {}).values():
+        if isinstance(value, torch.nn.Module):
+            value.to(device)
