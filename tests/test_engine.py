@@ -24,7 +24,7 @@ def voice(seconds: float = 2.0, rate: int = 16000, channels: int = 1) -> Audio:
 
 @pytest.fixture(scope="module")
 def engine(tiny_root: Path) -> EditXEngine:
-    return EditXEngine(EngineConfig(model_path=str(tiny_root), max_new_tokens=60)).load()
+    return EditXEngine(EngineConfig(model_path=str(tiny_root), max_new_tokens=60, cache_dir="")).load()
 
 
 def assert_speechlike(samples: np.ndarray) -> None:
