@@ -349,13 +349,16 @@ class EditXEngine:
             self._check_budget(ids, expected_output_s=prompt.audio.duration_s)
             return self._generate(ids, seed)
 
-    def decode(self, codec_ids: list[int], prompt: PreparedAudio, seed: int | None = None) -> np.ndarray:
-        """24 kHz float32 waveform of generated codec ids in the prompt's voice."""
+    def decode(
+        self, codec_ids: list[int], prompt: PreparedAudio, seed: int | None = None
+    ) -> tuple[np.ndarray, dict[str, float]]:
+        """24 kHz float32 waveform of generated codec ids in the prompt's voice, and seconds per stage."""
         if not codec_ids:
             raise InvalidInputError("the model produced no audio tokens; try another seed or text", field="seed")
         with self._busy():
-            wave = self._part("token2wav")(codec_ids, prompt.codec_ids, prompt.mel, prompt.speaker, seed=seed)
-            return wave.detach().cpu().numpy().astype(np.float32).reshape(-1)
+            out = self._part("token2wav").synthesize(codec_ids, prompt.codec_ids, prompt.mel, prompt.speaker, seed=seed)
+            samples = out.waveform.numpy().astype(np.float32).reshape(-1)
+            return samples, {"flow": out.flow_seconds, "vocoder": out.vocoder_seconds}
 
     # ------------------------------------------------------------- requests
     def clone(
@@ -383,9 +386,8 @@ class EditXEngine:
             codec_ids = self.generate_clone(prompt, prompt_text, target_text, seed)
             timings["llm"] = time.perf_counter() - t
             progress("decoding waveform", 0.8)
-            t = time.perf_counter()
-            samples = self.decode(codec_ids, prompt, seed)
-            timings["decode"] = time.perf_counter() - t
+            samples, stages = self.decode(codec_ids, prompt, seed)
+            timings.update(stages)
             progress("done", 1.0)
         return Synthesis(samples, DECODER_RATE, len(codec_ids), timings)
 
@@ -408,7 +410,7 @@ class EditXEngine:
         target_text = self.check_text(target_text, "target_text", required=spec.needs_target_text)
         if not 1 <= n_edit_iter <= 5:
             raise InvalidInputError(f"n_edit_iter must be between 1 and 5 (got {n_edit_iter})", field="n_edit_iter")
-        timings = {"prepare": 0.0, "llm": 0.0, "decode": 0.0}
+        timings = {"prepare": 0.0, "llm": 0.0, "flow": 0.0, "vocoder": 0.0}
         current, total_tokens = audio, 0
         samples = np.zeros(0, dtype=np.float32)
         with self._busy():
@@ -425,9 +427,9 @@ class EditXEngine:
                 codec_ids = self.generate_edit(prompt, audio_text, edit_type, edit_info, target_text, pass_seed)
                 timings["llm"] += time.perf_counter() - t
                 progress(f"pass {k + 1}/{n_edit_iter}: decoding waveform", base + 0.8 * step)
-                t = time.perf_counter()
-                samples = self.decode(codec_ids, prompt, pass_seed)
-                timings["decode"] += time.perf_counter() - t
+                samples, stages = self.decode(codec_ids, prompt, pass_seed)
+                for stage, seconds in stages.items():
+                    timings[stage] += seconds
                 total_tokens += len(codec_ids)
                 # The next pass edits this output; its transcript is what was said now.
                 if edit_type == "paralinguistic":

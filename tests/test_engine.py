@@ -37,7 +37,7 @@ def test_clone_returns_24khz_audio(engine: EditXEngine) -> None:
     out = engine.clone(voice(), "a test prompt", "Hello there.", seed=1)
     assert out.sample_rate == 24000
     assert_speechlike(out.samples)
-    assert set(out.timings) == {"prepare", "llm", "decode"}
+    assert set(out.timings) == {"prepare", "llm", "flow", "vocoder"}
     # decoded length follows the token count: 5 tokens per 120 ms group
     assert abs(out.duration_s - out.generated_tokens / (5 / 0.12)) <= 0.12 + 1e-6
 
