@@ -45,11 +45,9 @@ class EngineConfig(BaseModel):
         None, gt=0, description="cap on generated tokens; unset = the official rule (prompt + output ≤ max_total_tokens)"
     )
 
-    def generation_cap(self) -> int | None:
-        """The tiny random model never says EOS: cap it at ~4 s of audio so it answers quickly."""
-        if self.max_new_tokens is None and self.is_tiny:
-            return 170
-        return self.max_new_tokens
+    audio_only_decoding: bool | None = Field(
+        None, description="sample only audio ids and EOS; unset = on for tiny random models, off (official) otherwise"
+    )
 
     @property
     def is_tiny(self) -> bool:

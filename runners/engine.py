@@ -33,6 +33,7 @@ log = logging.getLogger("editx.engine")
 
 EngineState = Literal["unloaded", "loading", "loaded", "offloaded", "failed"]
 Progress = Callable[[str, float], None]  # (stage description, fraction done 0..1)
+TINY_MAX_NEW_TOKENS = 170  # ~4 s of audio
 
 
 @dataclass
@@ -98,6 +99,15 @@ class EditXEngine:
         return VOCABULARY
 
     @property
+    def is_tiny(self) -> bool:
+        """True for a random-weight root written by runners.tiny (its output is noise)."""
+        from runners.tiny import TINY_MARKER
+
+        if self.config.is_tiny:
+            return True
+        return self.paths is not None and (self.paths.root / TINY_MARKER).is_file()
+
+    @property
     def is_loaded(self) -> bool:
         return self.state == "loaded"
 
@@ -146,7 +156,7 @@ class EditXEngine:
             "audio_tokenizer": AudioTokenizer(paths, device=self.device),
             "text_tokenizer": text_tokenizer,
             "prompt_builder": PromptBuilder(text_tokenizer),
-            "llm": Step1LM(paths.llm_dir, device=self.device, dtype=cfg.llm_torch_dtype()),
+            "llm": Step1LM.from_pretrained(paths.llm_dir, device=self.device, dtype=cfg.llm_torch_dtype()),
             "speaker_encoder": SpeakerEncoder(paths.decoder_dir / "campplus.onnx", device=self.device),
             "token2wav": Token2Wav(paths.decoder_dir, device=self.device, dtype=cfg.decoder_torch_dtype()),
         }
@@ -310,12 +320,22 @@ class EditXEngine:
 
     def _generate(self, prompt_ids: list[int], seed: int | None) -> list[int]:
         llm = self._part("llm")
+        cfg = self.config
+        cap = cfg.max_new_tokens
+        if cap is None and self.is_tiny:
+            cap = TINY_MAX_NEW_TOKENS  # a random model rarely says EOS: keep its answers short
+        audio_only = cfg.audio_only_decoding if cfg.audio_only_decoding is not None else self.is_tiny
+        allowed = None
+        if audio_only:
+            allowed = torch.cat([torch.arange(LLM_AUDIO_OFFSET, LLM_AUDIO_OFFSET + CODEC_VOCAB),
+                                 torch.tensor([llm.eos_id])])
         out = llm.generate(
             [prompt_ids],
-            max_length=self.config.max_total_tokens,
-            temperature=self.config.temperature,
+            max_length=cfg.max_total_tokens,
+            temperature=cfg.temperature,
             seed=seed,
-            max_new_tokens=self.config.generation_cap(),
+            max_new_tokens=cap,
+            allowed_ids=allowed,
         )[0]
         # Only audio ids can be decoded; a well-trained model emits nothing else before EOS.
         audio_ids = [i for i in out if LLM_AUDIO_OFFSET <= i < LLM_AUDIO_OFFSET + CODEC_VOCAB]
@@ -450,7 +470,7 @@ class EditXEngine:
             "decoder_dtype": str(cfg.decoder_torch_dtype()).removeprefix("torch."),
             "model_path": cfg.model_path,
             "model_root": str(self.paths.root) if self.paths else None,
-            "tiny_random_weights": cfg.is_tiny,
+            "tiny_random_weights": self.is_tiny,
             "load_count": self.load_count,
             "load_seconds": self.load_seconds,
             "ready": self.ready,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from transformers import PreTrainedConfig
+from transformers import PretrainedConfig as PreTrainedConfig  # the 4.x name still works in 5.x
 
 # The released Step-Audio-EditX numbers (UPSTREAM.md §2.1); tests derive the
 # expected checkpoint layout from these.

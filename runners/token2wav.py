@@ -1,0 +1,175 @@
+"""Token2Wav: codec ids → 24 kHz waveform, through our flow decoder and the HiFT vocoder.
+
+Loads the official ``CosyVoice-300M-25Hz/`` folder unchanged (``cosyvoice.yaml``,
+``flow.pt``, ``hift.pt``). Per call (upstream ``token2wav_nonstream``):
+
+1. generated and prompt codec ids are de-interleaved into 25 Hz frame pairs
+   (:func:`runners.tokens.to_frame_pairs`: vq02, vq02, PAD | vq06+1 ×3);
+2. the prompt mel is stretched (nearest) to exactly 2 frames per prompt pair,
+   because the tokens come from trimmed audio and the mel from untrimmed audio;
+3. the flow turns pairs + prompt + speaker into mel for the generated part;
+4. HiFT turns that mel into samples (480 per mel frame).
+
+Randomness: the flow's noise and HiFT's excitation noise are both drawn from
+generators seeded with the call's seed, so one seed always gives one
+waveform. ``seed=None`` uses the instance's ``default_seed``, which mirrors
+upstream, where one fixed noise buffer serves every call of a loaded model.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from runners.decoder_config import CONFIG_FILE, DecoderConfig, load_decoder_config
+from runners.flow import CausalMaskedDiffWithXvec
+from runners.tokens import to_frame_pairs
+
+FLOW_FILE = "flow.pt"
+HIFT_FILE = "hift.pt"
+DEFAULT_TIMESTEPS = 10
+
+
+@dataclass(frozen=True)
+class Token2WavOutput:
+    """One decode: the waveform (N,) float32 on the CPU, its mel (1, 80, T) and the time per stage."""
+
+    waveform: torch.Tensor
+    mel: torch.Tensor
+    flow_seconds: float
+    vocoder_seconds: float
+    sample_rate: int
+
+    @property
+    def duration_s(self) -> float:
+        return self.waveform.numel() / self.sample_rate
+
+
+def _frame_pairs(codec_ids: Sequence[int]) -> torch.Tensor:
+    ids = [int(c) for c in codec_ids]
+    if not ids:
+        return torch.zeros((1, 0, 2), dtype=torch.long)
+    return to_frame_pairs(ids)
+
+
+def align_prompt_mel(prompt_mel: torch.Tensor, frames: int) -> torch.Tensor:
+    """(1, T_mel, 80) → (1, frames, 80) by nearest-neighbour resampling in time (upstream's rule)."""
+    if frames == 0 or prompt_mel.size(1) == 0:
+        return prompt_mel.new_zeros((prompt_mel.size(0), frames, prompt_mel.size(2)))
+    return F.interpolate(prompt_mel.transpose(1, 2), size=frames, mode="nearest").transpose(1, 2)
+
+
+class Token2Wav:
+    """The token-to-wave decoder of one model folder, on one device and dtype."""
+
+    def __init__(
+        self,
+        decoder_dir: str | Path,
+        device: torch.device | str = "cpu",
+        dtype: torch.dtype = torch.float32,
+        n_timesteps: int = DEFAULT_TIMESTEPS,
+        default_seed: int = 0,
+    ) -> None:
+        from runners.hift import load_hift
+
+        self.decoder_dir = Path(decoder_dir)
+        self.device = torch.device(device)
+        self.dtype = dtype
+        self.n_timesteps = int(n_timesteps)
+        self.default_seed = int(default_seed)
+        self.config: DecoderConfig = load_decoder_config(self.decoder_dir / CONFIG_FILE)
+
+        self.flow = CausalMaskedDiffWithXvec(self.config.flow)
+        state = torch.load(self.decoder_dir / FLOW_FILE, map_location="cpu", weights_only=True)
+        try:
+            self.flow.load_state_dict(state, strict=True)
+        except RuntimeError as exc:
+            raise ValueError(f"{self.decoder_dir / FLOW_FILE} does not match the flow section of {CONFIG_FILE}: {exc}") from exc
+        self.flow = self.flow.to(device=self.device, dtype=dtype).eval()
+        self.hift = load_hift(self.decoder_dir / HIFT_FILE, self.config.hift, device=self.device).to(dtype=dtype)
+
+    @property
+    def sample_rate(self) -> int:
+        return self.config.sample_rate
+
+    @property
+    def samples_per_token_frame(self) -> int:
+        """Samples per 25 Hz frame pair (2 mel frames × hop)."""
+        return self.flow.up_rate * self.config.samples_per_mel_frame
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    @torch.inference_mode()
+    def synthesize(
+        self,
+        codec_ids: Sequence[int],
+        prompt_codec_ids: Sequence[int],
+        prompt_mel: torch.Tensor,
+        speaker_embedding: torch.Tensor,
+        seed: int | None = None,
+        noise: torch.Tensor | None = None,
+    ) -> Token2WavOutput:
+        """Decode and report the mel and per-stage timings too.
+
+        prompt_mel (1, T_mel, 80) or (T_mel, 80); speaker_embedding (1, 192) or (192,).
+        ``noise`` (1, 80, ≥ total mel frames) replaces the seeded flow noise (parity tests).
+        """
+        if len(codec_ids) == 0:
+            raise ValueError("no audio tokens to decode")
+        seed = self.default_seed if seed is None else int(seed)
+        mel_in = prompt_mel if prompt_mel.dim() == 3 else prompt_mel.unsqueeze(0)
+        spk = speaker_embedding if speaker_embedding.dim() == 2 else speaker_embedding.unsqueeze(0)
+        if mel_in.size(-1) != self.flow.mel_channels:
+            raise ValueError(f"prompt_mel must have {self.flow.mel_channels} bins last, got {tuple(prompt_mel.shape)}")
+        if spk.size(-1) != self.config.flow.spk_embed_dim:
+            raise ValueError(f"speaker_embedding must be {self.config.flow.spk_embed_dim}-d, got {tuple(spk.shape)}")
+
+        token = _frame_pairs(codec_ids)
+        prompt_token = _frame_pairs(prompt_codec_ids)
+        prompt_feat = align_prompt_mel(mel_in.float(), prompt_token.size(1) * self.flow.up_rate)
+
+        self._sync()
+        start = time.perf_counter()
+        mel = self.flow.inference(
+            token.to(self.device),
+            prompt_token.to(self.device),
+            prompt_feat.to(self.device, self.dtype),
+            spk.to(self.device, self.dtype),
+            n_timesteps=self.n_timesteps,
+            seed=seed,
+            noise=noise,
+        )
+        self._sync()
+        flow_done = time.perf_counter()
+        gen = torch.Generator(device=self.device)
+        gen.manual_seed(seed)
+        wave = self.hift.inference(mel, generator=gen)
+        if isinstance(wave, tuple):  # an upstream-style (speech, source) return
+            wave = wave[0]
+        self._sync()
+        done = time.perf_counter()
+        return Token2WavOutput(
+            waveform=wave.reshape(-1).to(device="cpu", dtype=torch.float32),
+            mel=mel.to(device="cpu", dtype=torch.float32),
+            flow_seconds=flow_done - start,
+            vocoder_seconds=done - flow_done,
+            sample_rate=self.sample_rate,
+        )
+
+    def __call__(
+        self,
+        codec_ids: Sequence[int],
+        prompt_codec_ids: Sequence[int],
+        prompt_mel: torch.Tensor,
+        speaker_embedding: torch.Tensor,
+        seed: int | None = None,
+    ) -> torch.Tensor:
+        """(N,) float32 CPU waveform at :attr:`sample_rate` for ``codec_ids`` in the prompt's voice."""
+        return self.synthesize(codec_ids, prompt_codec_ids, prompt_mel, speaker_embedding, seed).waveform
