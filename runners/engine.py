@@ -181,9 +181,9 @@ class EditXEngine:
                 return
             before = memory_in_use()
             self._parts = {}
-            self.state = "unloaded"
             _release_memory()
             self.last_unload = {"action": "unload", "reason": reason, "before": before, "after": memory_in_use()}
+            self.state = "unloaded"
             log.info("engine unloaded (%s)", reason)
 
     def offload(self, reason: str = "requested") -> None:
@@ -194,9 +194,9 @@ class EditXEngine:
             before = memory_in_use()
             for part in self._parts.values():
                 _move_modules(part, torch.device("cpu"))
-            self.state = "offloaded"
             _release_memory()
             self.last_unload = {"action": "offload", "reason": reason, "before": before, "after": memory_in_use()}
+            self.state = "offloaded"
             log.info("engine offloaded to CPU memory (%s)", reason)
 
     def close(self) -> None:

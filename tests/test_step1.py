@@ -267,8 +267,8 @@ def test_eos_is_stripped_and_nothing_after_it_is_returned(lm: Step1LM, monkeypat
     prompts = [_prompt(9, seed=7), _prompt(14, seed=8)]
     official = lm.logits_processors
 
-    def with_forced_eos(temperature: float) -> LogitsProcessorList:
-        return LogitsProcessorList([*official(temperature), _EosAt(14, [2, 5])])
+    def with_forced_eos(temperature: float, allowed_ids=None) -> LogitsProcessorList:
+        return LogitsProcessorList([*official(temperature, allowed_ids), _EosAt(14, [2, 5])])
 
     monkeypatch.setattr(lm, "logits_processors", with_forced_eos)
     out = lm.generate(prompts, seed=3, max_new_tokens=20)
@@ -299,3 +299,11 @@ def test_chunked_prefill_matches_one_pass(llm_dir: Path, lm: Step1LM) -> None:
     assert chunked.generate([prompt], temperature=0, max_new_tokens=6) == lm.generate(
         [prompt], temperature=0, max_new_tokens=6
     )
+
+
+def test_allowed_ids_restrict_what_is_sampled(lm: Step1LM) -> None:
+    import torch
+
+    allowed = torch.arange(65536, 65536 + 5120)
+    out = lm.generate([_prompt(8, seed=11)], seed=5, max_new_tokens=25, allowed_ids=allowed)[0]
+    assert len(out) == 25 and all(65536 <= i < 65536 + 5120 for i in out)
