@@ -179,10 +179,10 @@ class EditXEngine:
         with self._lock:
             if self.state not in ("loaded", "offloaded"):
                 return
-            before = memory_in_use()
+            before = self.memory()
             self._parts = {}
             _release_memory()
-            self.last_unload = {"action": "unload", "reason": reason, "before": before, "after": memory_in_use()}
+            self.last_unload = {"action": "unload", "reason": reason, "before": before, "after": self.memory()}
             self.state = "unloaded"
             log.info("engine unloaded (%s)", reason)
 
@@ -191,11 +191,11 @@ class EditXEngine:
         with self._lock:
             if self.state != "loaded":
                 return
-            before = memory_in_use()
+            before = self.memory()
             for part in self._parts.values():
                 _move_modules(part, torch.device("cpu"))
             _release_memory()
-            self.last_unload = {"action": "offload", "reason": reason, "before": before, "after": memory_in_use()}
+            self.last_unload = {"action": "offload", "reason": reason, "before": before, "after": self.memory()}
             self.state = "offloaded"
             log.info("engine offloaded to CPU memory (%s)", reason)
 
@@ -217,6 +217,21 @@ class EditXEngine:
                     self.offload(reason) if self.config.idle_action == "offload" else self.unload(reason)
             finally:
                 self._lock.release()
+
+    def memory(self) -> dict[str, float]:
+        """Process/GPU memory plus the weights this engine holds, split by where they live (MiB)."""
+        out = memory_in_use()
+        held: dict[str, float] = {}
+        for part in list(self._parts.values()):
+            for module in _modules_of(part):
+                for t in [*module.parameters(), *module.buffers()]:
+                    key = f"weights_{t.device.type}_mb"
+                    held[key] = held.get(key, 0.0) + t.numel() * t.element_size() / 2**20
+        out["weights_cpu_mb"] = 0.0
+        if self.device.type == "cuda":
+            out["weights_cuda_mb"] = 0.0
+        out.update({k: round(v, 1) for k, v in held.items()})
+        return out
 
     def idle_seconds(self) -> float:
         return time.monotonic() - self.last_used
@@ -479,7 +494,7 @@ class EditXEngine:
             "idle_action": cfg.idle_action,
             "idle_s": round(self.idle_seconds(), 1),
             "time_until_unload_s": self._time_until_unload(),
-            "memory": memory_in_use(),
+            "memory": self.memory(),
             "last_unload": self.last_unload,
             "cache": self.cache.stats().model_dump(),
         }
@@ -516,11 +531,14 @@ def _release_memory() -> None:
         torch.cuda.empty_cache()
 
 
-def _move_modules(part: object, device: torch.device) -> None:
-    """Move every torch module a part holds (itself or as a direct attribute) to ``device``."""
+def _modules_of(part: object) -> list[torch.nn.Module]:
+    """The torch modules a part holds: itself, or its direct attributes."""
     if isinstance(part, torch.nn.Module):
-        part.to(device)
-        return
-    for value in getattr(part, "__dict__", {}).values():
-        if isinstance(value, torch.nn.Module):
-            value.to(device)
+        return [part]
+    return [v for v in getattr(part, "__dict__", {}).values() if isinstance(v, torch.nn.Module)]
+
+
+def _move_modules(part: object, device: torch.device) -> None:
+    """Move every torch module a part holds to ``device``."""
+    for module in _modules_of(part):
+        module.to(device)

@@ -95,6 +95,8 @@ def test_idle_unload_frees_and_racing_requests_reload(tiny_root: Path) -> None:
         assert engine._parts == {} and engine.ready
         report = engine.status()["last_unload"]
         assert report["action"] == "unload" and "idle" in report["reason"]
+        held = "weights_cuda_mb" if engine.device.type == "cuda" else "weights_cpu_mb"
+        assert report["before"][held] > 1.0 and report["after"][held] == 0.0  # the weights were really let go
         results: list[object] = []
 
         def request(i: int) -> None:
@@ -131,6 +133,7 @@ def test_idle_offload_keeps_weights_in_cpu_memory(tiny_root: Path) -> None:
         engine.load()
         assert wait_for(lambda: engine.state == "offloaded")
         assert engine._parts and engine.ready
+        assert engine.status()["memory"]["weights_cpu_mb"] > 1.0  # kept, in CPU memory
         engine.clone(voice(), "prompt", "Hi.", seed=0)
         assert engine.state == "loaded" and engine.load_count == 1  # brought back, not reloaded
     finally:
