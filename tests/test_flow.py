@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -17,15 +16,6 @@ from runners.tokens import to_frame_pairs
 
 PARITY = Path(__file__).parent / "data" / "parity" / "flow_mel.npz"
 PARITY_ATOL = 1e-4  # measured difference on the CPU in fp32: 0.0 (bit-identical)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread() -> Iterator[None]:
-    """Tiny models run far faster on one thread than on CPU cores shared with other jobs."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -23,15 +23,6 @@ PARITY = Path(__file__).parent / "data" / "parity" / "step1_logits.npz"
 EOS = 3
 
 
-@pytest.fixture(scope="module", autouse=True)
-def single_thread() -> object:
-    """The tiny model is far too small for intra-op threads; on a busy 2-core box they only wait on each other."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def llm_dir(tiny_root: Path) -> Path:
     return tiny_root / LLM_DIR

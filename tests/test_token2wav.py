@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -14,15 +13,6 @@ from runners.token2wav import Token2Wav
 from runners.tokens import GROUP_SIZE, TOKENS_PER_SECOND
 
 PARITY = Path(__file__).parent / "data" / "parity" / "flow_mel.npz"
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread() -> Iterator[None]:
-    """Tiny models run far faster on one thread than on CPU cores shared with other jobs."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
