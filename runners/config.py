@@ -36,6 +36,9 @@ class EngineConfig(BaseModel):
     cache_dir: str = Field("~/.cache/editx-serve/prompt-cache", description="persistent cache folder; '' = memory only")
     cache_max_entries: int = Field(256, gt=0)
     cache_max_disk_mb: int = Field(2048, gt=0)
+    auto_transcribe: bool = Field(
+        True, description="transcribe the input audio with Whisper when prompt_text / audio_text is empty"
+    )
     lazy_load: bool = Field(False, description="load on the first request instead of at start")
     idle_unload_s: float = Field(0.0, ge=0, description="unload after this many idle seconds; 0 = never")
     idle_action: Literal["unload", "offload"] = Field(

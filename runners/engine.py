@@ -27,6 +27,7 @@ from runners.errors import EngineUnavailableError, InputTooLargeError, InvalidIn
 from runners.model_store import ModelPaths, resolve_model_root
 from runners.prompt_cache import PromptCache, PromptFeatures, audio_key
 from runners.prompts import PromptBuilder, clone_speaker_id, edit_instruction
+from runners.transcriber import Transcriber, TranscriberConfig, Transcription
 from runners.tokens import CODEC_VOCAB, LLM_AUDIO_OFFSET, TOKENS_PER_SECOND, from_llm_ids
 
 log = logging.getLogger("editx.engine")
@@ -85,6 +86,8 @@ class EditXEngine:
             max_disk_bytes=cfg.cache_max_disk_mb * 1024 * 1024,
             enabled=cfg.cache_enabled,
         )
+        # Whisper loads on its first use, not with the engine.
+        self.transcriber = Transcriber(TranscriberConfig.from_env())
         self.last_used = time.monotonic()
         self.last_unload: dict[str, object] | None = None
         self._stop = threading.Event()
@@ -181,6 +184,7 @@ class EditXEngine:
                 return
             before = self.memory()
             self._parts = {}
+            self.transcriber.unload()
             _release_memory()
             self.last_unload = {"action": "unload", "reason": reason, "before": before, "after": self.memory()}
             self.state = "unloaded"
@@ -326,6 +330,38 @@ class EditXEngine:
             log.info("prompt features computed in %.2f s (cache miss)", elapsed)
             return PreparedAudio(limited, tokens.codec_ids, mel, speaker)
 
+    def transcribe(self, audio: Audio, language: str | None = None) -> Transcription:
+        """What is said in ``audio`` (Whisper), served from the prompt cache when seen before."""
+        self.check_audio(audio)
+        with self._busy():
+            settings = f"asr|{self.transcriber.config.model}|{self.transcriber.config.beam_size}|{language or 'auto'}"
+            key = audio_key(audio.samples, audio.sample_rate, settings)
+            hit = self.cache.get(key, need_features=False, need_transcript=True)
+            if hit is not None:
+                log.info("transcript cache hit (%.2f s of audio)", audio.duration_s)
+                return Transcription.model_validate_json(hit.transcript or "{}")
+            result = self.transcriber.transcribe(audio, language)
+            self.cache.put(key, PromptFeatures(transcript=result.model_dump_json(), compute_s=result.elapsed_s))
+            return result
+
+    def resolve_transcript(self, text: str | None, audio: Audio, field: str) -> str:
+        """The given transcript, or (when empty and auto-transcription is on) Whisper's."""
+        given = self.check_text(text, field, required=False)
+        if given:
+            return given
+        if not self.config.auto_transcribe:
+            raise InvalidInputError(
+                f"{field} is empty: give the transcript of the audio (auto-transcription is off; "
+                "set EDITX_AUTO_TRANSCRIBE=1 to have it transcribed)",
+                field=field,
+            )
+        heard = self.transcribe(audio).text
+        if not heard:
+            raise InvalidInputError(f"{field} is empty and no speech was recognized in the audio: give the transcript",
+                                    field=field)
+        log.info("auto-transcribed %s: %r", field, heard[:80])
+        return self.check_text(heard, field)
+
     def tokenize(self, audio: Audio) -> list[int]:
         """Codec ids (0..5119, interleaved 2:3) of an audio, as the LLM sees it."""
         self.check_audio(audio)
@@ -399,15 +435,20 @@ class EditXEngine:
     def clone(
         self,
         prompt_audio: Audio,
-        prompt_text: str,
+        prompt_text: str | None,
         target_text: str,
         seed: int | None = None,
         progress: Progress = _noop_progress,
     ) -> Synthesis:
-        """Speak ``target_text`` in the voice of ``prompt_audio`` (zero-shot clone)."""
+        """Speak ``target_text`` in the voice of ``prompt_audio`` (zero-shot clone).
+
+        An empty ``prompt_text`` is transcribed when auto-transcription is on.
+        """
         self.check_audio(prompt_audio, "prompt_audio")
-        prompt_text = self.check_text(prompt_text, "prompt_text")
         target_text = self.check_text(target_text, "target_text")
+        if not (prompt_text or "").strip():
+            progress("transcribing prompt audio", 0.0)
+        prompt_text = self.resolve_transcript(prompt_text, prompt_audio, "prompt_text")
         timings: dict[str, float] = {}
         with self._busy():
             progress("loading model", 0.0)
@@ -441,8 +482,13 @@ class EditXEngine:
         self.check_audio(audio)
         edit_info = validate_edit(edit_type, edit_info, target_text)
         spec = self.vocabulary.spec(edit_type)
-        audio_text = self.check_text(audio_text, "audio_text", required=spec.needs_transcript)
         target_text = self.check_text(target_text, "target_text", required=spec.needs_target_text)
+        if spec.needs_transcript:
+            if not (audio_text or "").strip():
+                progress("transcribing input audio", 0.0)
+            audio_text = self.resolve_transcript(audio_text, audio, "audio_text")
+        else:
+            audio_text = self.check_text(audio_text, "audio_text", required=False)
         if not 1 <= n_edit_iter <= 5:
             raise InvalidInputError(f"n_edit_iter must be between 1 and 5 (got {n_edit_iter})", field="n_edit_iter")
         timings = {"prepare": 0.0, "llm": 0.0, "flow": 0.0, "vocoder": 0.0}
@@ -497,6 +543,8 @@ class EditXEngine:
             "memory": self.memory(),
             "last_unload": self.last_unload,
             "cache": self.cache.stats().model_dump(),
+            "auto_transcribe": cfg.auto_transcribe,
+            "asr": self.transcriber.info().model_dump(),
         }
 
     def _time_until_unload(self) -> float | None:

@@ -107,3 +107,34 @@ def test_status_reports_the_loaded_model(engine: EditXEngine, tiny_root: Path) -
     assert status["state"] == "loaded" and status["load_count"] == 1
     assert status["model_root"] == str(tiny_root.resolve())
     assert status["device"] == "cpu" and status["llm_dtype"] == "float32"
+
+
+def test_empty_transcripts_are_auto_transcribed_once(engine: EditXEngine, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from runners.audio import decode_audio
+    from tests.speech import speak
+
+    spoken = decode_audio(speak("Please call Stella and ask her to bring these things.", tmp_path / "s.wav"))
+    calls: list[str] = []
+    real = engine.transcriber.transcribe
+
+    def spy(audio: Audio, language: str | None = None):
+        result = real(audio, language)
+        calls.append(result.text)
+        return result
+
+    monkeypatch.setattr(engine.transcriber, "transcribe", spy)
+    out = engine.clone(spoken, "", "Hello there.", seed=0)
+    assert_speechlike(out.samples)
+    assert len(calls) == 1 and "stella" in calls[0].lower()
+    engine.edit(spoken, None, "emotion", "happy", seed=0)  # same audio: the transcript comes from the cache
+    assert len(calls) == 1
+    assert engine.status()["asr"]["loaded"] is True
+
+
+def test_empty_transcript_without_auto_transcription_is_a_clear_error(tiny_root: Path) -> None:
+    engine = EditXEngine(EngineConfig(model_path=str(tiny_root), cache_dir="", auto_transcribe=False))
+    with pytest.raises(InvalidInputError, match="EDITX_AUTO_TRANSCRIBE") as err:
+        engine.clone(voice(), " ", "Hello.")
+    assert err.value.field == "prompt_text"
+    assert engine.state == "unloaded"  # rejected before any model was loaded
