@@ -465,7 +465,9 @@ class EditXEngine:
             samples, stages = self.decode(codec_ids, prompt, seed)
             timings.update(stages)
             progress("done", 1.0)
-        return Synthesis(samples, DECODER_RATE, len(codec_ids), timings)
+        syn = Synthesis(samples, DECODER_RATE, len(codec_ids), timings)
+        _log_synthesis("clone", syn)
+        return syn
 
     def edit(
         self,
@@ -517,7 +519,9 @@ class EditXEngine:
                     audio_text = target_text
                 current = Audio(torch.from_numpy(samples.copy()), DECODER_RATE)
             progress("done", 1.0)
-        return Synthesis(samples, DECODER_RATE, total_tokens, timings, iterations=n_edit_iter)
+        syn = Synthesis(samples, DECODER_RATE, total_tokens, timings, iterations=n_edit_iter)
+        _log_synthesis(f"edit {edit_type}" + (f"/{edit_info}" if edit_info else ""), syn)
+        return syn
 
     # ---------------------------------------------------------------- status
     def status(self) -> dict[str, object]:
@@ -555,6 +559,14 @@ class EditXEngine:
     @property
     def model_root(self) -> Path | None:
         return self.paths.root if self.paths else None
+
+
+def _log_synthesis(what: str, syn: Synthesis) -> None:
+    """One line per finished request, with the time of every stage (the UI log panel shows it)."""
+    stages = ", ".join(f"{k} {v:.2f} s" for k, v in syn.timings.items())
+    total = sum(syn.timings.values())
+    log.info("%s: %.2f s of audio, %d tokens, %d pass(es) in %.2f s (%s)", what, syn.duration_s,
+             syn.generated_tokens, syn.iterations, total, stages, extra={"stage": "request", "seconds": total})
 
 
 def memory_in_use() -> dict[str, float]:

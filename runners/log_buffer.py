@@ -10,6 +10,7 @@ are kept alongside the message.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import traceback
 from collections import deque
@@ -108,6 +109,25 @@ def to_record_out(record: logging.LogRecord) -> LogRecordOut:
     )
 
 
+# Access-log paths that would drown the panel: UI assets and polling, health probes, the log itself.
+QUIET_PATHS: tuple[str, ...] = ("/ui/", "/healthz", "/livez", "/readyz", "/metrics", "/logs", "/status")
+_ACCESS_PATH = re.compile(r"path=([^,)\s]+)")
+
+
+class QuietAccessFilter(logging.Filter):
+    """Drops BentoML access records for ``QUIET_PATHS``; the API calls users make stay."""
+
+    def __init__(self, quiet_paths: tuple[str, ...] = QUIET_PATHS) -> None:
+        super().__init__()
+        self.quiet_paths = quiet_paths
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name != ACCESS_LOGGER:
+            return True
+        match = _ACCESS_PATH.search(record.getMessage())
+        return not (match and match.group(1).startswith(self.quiet_paths))
+
+
 class LogBuffer(logging.Handler):
     """Thread-safe ring buffer of the last ``capacity`` records."""
 
@@ -175,6 +195,7 @@ def install(
     with _install_lock:
         if _installed is None:
             _installed = LogBuffer(capacity=capacity, level=level)
+            _installed.addFilter(QuietAccessFilter())
         buffer = _installed
         names = [logger_name] + ([ACCESS_LOGGER] if include_access_log else [])
         for name in names:

@@ -131,3 +131,12 @@ def test_install_is_an_idempotent_singleton(fresh_singleton: None) -> None:
     install("editx.engine")
     logging.getLogger("editx.engine").warning("once")
     assert [r.message for r in first.records(limit=2)] == ["POST /clone 200", "once"]
+
+
+def test_ui_assets_and_probes_stay_out_of_the_panel(fresh_singleton: None) -> None:
+    buf = install(include_access_log=True)
+    access = logging.getLogger(lb.ACCESS_LOGGER)
+    for path in ("/ui/assets/index.js", "/readyz", "/metrics", "/logs", "/status", "/clone", "/edit"):
+        access.info("127.0.0.1:5000 (scheme=http,method=GET,path=%s,type=,length=) (status=200)", path)
+    kept = [r.message for r in buf.records(limit=10) if r.logger == lb.ACCESS_LOGGER]
+    assert [m.split("path=")[1].split(",")[0] for m in kept] == ["/clone", "/edit"]

@@ -1,0 +1,109 @@
+"""ASGI middleware that caps request bodies BEFORE they are read.
+
+BentoML and Starlette read a whole multipart body (and BentoML copies each
+file into memory) before any API code runs, and Gradio's own limit acts only
+after its upload is parsed. This middleware answers 413 from the
+Content-Length header without reading anything, and for bodies without one
+(chunked) it counts bytes as they stream in and cuts the request off at the
+limit, replacing whatever the application would have answered with the 413.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+class UploadLimitMiddleware:
+    """Reject HTTP request bodies larger than ``max_body_bytes`` with a JSON 413."""
+
+    def __init__(self, app: ASGIApp, max_body_bytes: int | Callable[[], int]) -> None:
+        self.app = app
+        self._limit = max_body_bytes
+
+    @property
+    def max_body_bytes(self) -> int:
+        # A callable is resolved on first use, so the limit can come from the
+        # environment of the process that serves (not the one that imports).
+        if callable(self._limit):
+            self._limit = int(self._limit())
+        return self._limit
+
+    def _message(self, size: int | None) -> bytes:
+        seen = f"{size} bytes" if size is not None else "more than that"
+        text = (
+            f"request body too large: {seen}; the limit is {self.max_body_bytes} bytes "
+            "(the audio upload limit EDITX_MAX_UPLOAD_BYTES plus 1 MiB for form fields)"
+        )
+        return json.dumps({"error": text, "field": "body"}).encode()
+
+    async def _send_413(self, send: Send, size: int | None) -> None:
+        body = self._message(size)
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"connection", b"close"),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = self.max_body_bytes
+        for name, value in scope.get("headers", []):
+            if name == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    declared = None
+                if declared is not None and declared > limit:
+                    await self._send_413(send, declared)
+                    return
+                break
+
+        received = 0
+        exceeded = False
+        response_started = False
+
+        async def limited_receive() -> Message:
+            nonlocal received, exceeded
+            if exceeded:
+                return {"type": "http.disconnect"}
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    exceeded = True
+                    # Look like a client that went away: every framework stops reading.
+                    return {"type": "http.disconnect"}
+            return message
+
+        async def guarded_send(message: Message) -> None:
+            nonlocal response_started
+            if exceeded:
+                return  # the app's answer to the cut-off body is replaced by the 413
+            if message["type"] == "http.response.start":
+                response_started = True
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, guarded_send)
+        except Exception:
+            if not exceeded:
+                raise
+        if exceeded and not response_started:
+            await self._send_413(send, None)

@@ -1,0 +1,233 @@
+"""editx-serve: Step-Audio-EditX as ONE BentoML service (API + Gradio UI + docs + health, one port).
+
+Thin glue only: the model lives in :class:`runners.engine.EditXEngine` (one per
+process), request/response models, error mapping and the upload cap live in
+``runners.api_models`` and ``runners.upload_limit``, the UI in ``ui``.
+
+Routes: POST /clone, POST /edit (audio bytes back, metadata in X-EditX-*
+headers), POST /transcribe, GET /status, GET /vocabulary, GET /logs,
+POST /cache/clear, /ui (Gradio), / (Swagger), /docs.json (OpenAPI),
+/healthz /livez /readyz /metrics (BentoML).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any
+
+import bentoml
+import fastapi
+import gradio as gr
+from bentoml.validators import ContentType
+from pydantic import Field
+
+from runners.api_models import (
+    FORM_OVERHEAD_BYTES,
+    ResponseFormat,
+    StatusResponse,
+    audio_response,
+    build_status,
+    error_response,
+    read_upload,
+    require_ready,
+)
+from runners.config import EngineConfig
+from runners.edit_vocab import VOCABULARY, EditVocabulary
+from runners.engine import EditXEngine
+from runners.errors import EngineUnavailableError, InvalidInputError
+from runners.log_buffer import LogRecordOut, install as install_log_buffer
+from runners.prompt_cache import CacheStats
+from runners.transcriber import Transcription
+from runners.upload_limit import UploadLimitMiddleware
+from ui import build_ui
+
+log = logging.getLogger("editx.service")
+LOGS = install_log_buffer("editx", include_access_log=True)  # what GET /logs and the UI log panel show
+
+_HERE = Path(__file__).resolve().parent
+_EDIT_TYPES = [s.name for s in VOCABULARY.edit_types]
+
+
+def make_engine() -> EditXEngine:
+    """The one engine of this process, configured from EDITX_* variables (tests may replace this)."""
+    return EditXEngine(EngineConfig.from_env())
+
+
+def before_load(engine: EditXEngine) -> None:
+    """Hook run in the loader thread right before ``engine.load()``; tests use it to hold loading open."""
+
+
+def current_engine() -> EditXEngine:
+    """The engine of the running service instance: what the UI's callbacks use."""
+    return bentoml.get_current_service().engine
+
+
+def _image() -> bentoml.images.Image:
+    """The container: CUDA 13 runtime base, to agree with the index's torch 2.11 (+cu130) wheels.
+
+    The base has no Python: BentoML's Dockerfile installs uv with the system pip (Ubuntu 24.04
+    marks it externally managed, hence the marker removal) and uv brings Python 3.11.
+    Python pins come from pyproject.toml, the one place they are kept.
+    """
+    image = (
+        bentoml.images.Image(
+            base_image="nvidia/cuda:13.0.1-cudnn-runtime-ubuntu24.04",
+            distro="debian",  # Ubuntu: apt-get, as on Debian
+            python_version="3.11",
+            lock_python_packages=False,  # the heavy pins are exact already; locking needs the index
+        )
+        .system_packages("libsndfile1", "ffmpeg", "python3-pip")
+        .run("rm -f /usr/lib/python3*/EXTERNALLY-MANAGED")
+    )
+    pyproject = _HERE / "pyproject.toml"
+    if pyproject.is_file():
+        # Image.pyproject_toml() refuses absolute paths, and relative ones depend on the cwd.
+        deps = tomllib.loads(pyproject.read_text())["project"]["dependencies"]
+        image = image.python_packages(*deps)
+    return image
+
+
+_STARTUP_CONFIG = EngineConfig.from_env()
+ui_blocks: gr.Blocks = build_ui(current_engine, tiny=_STARTUP_CONFIG.is_tiny)
+web = fastapi.FastAPI(title="editx-serve", docs_url=None, redoc_url=None, openapi_url=None)
+web = gr.mount_gradio_app(web, ui_blocks, path="/ui", max_file_size=_STARTUP_CONFIG.max_upload_bytes,
+                          footer_links=["api"], show_error=True)
+
+
+def _body_limit() -> int:
+    return EngineConfig.from_env().max_upload_bytes + FORM_OVERHEAD_BYTES
+
+
+@bentoml.asgi_app(web, path="/")
+@bentoml.service(
+    name="editx",
+    resources={"gpu": 1},
+    workers=1,  # one model copy; Gradio's queue lives in one process
+    # max_concurrency counts EVERY request (UI assets and Gradio streams too); GPU work is serialized
+    # by the engine lock and Gradio's queue, so this only bounds waiting connections.
+    traffic={"timeout": 600, "max_concurrency": 64},
+    image=_image(),
+)
+class EditXService:
+    """Zero-shot voice cloning and expressive speech editing (Step-Audio-EditX)."""
+
+    def __init__(self) -> None:
+        self.engine = make_engine()
+        ui_blocks.max_file_size = self.engine.config.max_upload_bytes
+        self._loader: threading.Thread | None = None
+        if not self.engine.config.lazy_load:  # load in the background: /livez answers, /readyz says 503
+            self._loader = threading.Thread(target=self._load, name="editx-load", daemon=True)
+            self._loader.start()
+
+    def _load(self) -> None:
+        try:
+            before_load(self.engine)
+            self.engine.load()
+        except Exception:  # the engine records state="failed" and the reason; /status shows it
+            log.exception("engine load failed; the service stays up and reports it on /status")
+
+    def __is_ready__(self) -> bool:
+        return self.engine.ready
+
+    @bentoml.on_shutdown
+    def _stop_engine(self) -> None:
+        """Stop the engine's idle monitor thread."""
+        self.engine.close()
+
+    # ------------------------------------------------------------------ APIs
+    @bentoml.api(route="/clone")
+    def clone(
+        self,
+        prompt_audio: Path = Field(description="voice to clone: WAV/FLAC/OGG/MP3, 0.1–30 s (any declared type)"),
+        target_text: str = Field(description="what the cloned voice should say"),
+        prompt_text: str = Field("", description="exact transcript of prompt_audio; empty = transcribed "
+                                                 "automatically (EDITX_AUTO_TRANSCRIBE)"),
+        seed: int | None = Field(None, ge=0, le=2**32 - 1, description="fixes sampling; empty = random"),
+        response_format: ResponseFormat = Field("wav", description="wav, flac or mp3"),
+    ) -> Annotated[Path, ContentType("audio/*")]:
+        """Speak target_text in the voice of prompt_audio. Returns audio; metadata in X-EditX-* headers."""
+        try:
+            require_ready(self.engine)
+            prompt = read_upload(prompt_audio, "prompt_audio", self.engine.config.max_upload_bytes)
+            syn = self.engine.clone(prompt, prompt_text or None, target_text, seed=seed)
+            return audio_response(syn, response_format, self.engine)  # type: ignore[return-value]
+        except (InvalidInputError, EngineUnavailableError) as exc:
+            return error_response(exc)  # type: ignore[return-value]
+
+    @bentoml.api(route="/edit")
+    def edit(
+        self,
+        audio: Path = Field(description="speech to edit: WAV/FLAC/OGG/MP3, 0.1–30 s (any declared type)"),
+        edit_type: str = Field(description="one of " + ", ".join(_EDIT_TYPES),
+                               json_schema_extra={"enum": _EDIT_TYPES}),
+        edit_info: str = Field("", description="value for emotion/style/speed (see GET /vocabulary); "
+                                               "empty for paralinguistic/denoise/vad"),
+        audio_text: str = Field("", description="transcript of audio (not needed for denoise/vad); "
+                                                "empty = transcribed automatically (EDITX_AUTO_TRANSCRIBE)"),
+        target_text: str = Field("", description="paralinguistic only: the transcript with tags, "
+                                                 "e.g. 'Great[Laughter], nice day.'"),
+        n_edit_iter: int = Field(1, description="edit passes, 1–5; each edits the previous output",
+                                 json_schema_extra={"minimum": 1, "maximum": 5}),
+        seed: int | None = Field(None, ge=0, le=2**32 - 1, description="fixes sampling; empty = random"),
+        response_format: ResponseFormat = Field("wav", description="wav, flac or mp3"),
+    ) -> Annotated[Path, ContentType("audio/*")]:
+        """Edit emotion, style, speed, paralinguistic sounds, noise or silence of audio."""
+        try:
+            require_ready(self.engine)
+            source = read_upload(audio, "audio", self.engine.config.max_upload_bytes)
+            syn = self.engine.edit(
+                source, audio_text or None, edit_type, edit_info or None,
+                target_text=target_text or None, n_edit_iter=n_edit_iter, seed=seed,
+            )
+            return audio_response(syn, response_format, self.engine)  # type: ignore[return-value]
+        except (InvalidInputError, EngineUnavailableError) as exc:
+            return error_response(exc)  # type: ignore[return-value]
+
+    @bentoml.api(route="/transcribe")
+    def transcribe(
+        self,
+        audio: Path = Field(description="speech: WAV/FLAC/OGG/MP3, 0.1–30 s (any declared type)"),
+        language: str = Field("", description="language code such as 'en' or 'zh'; empty = detect"),
+    ) -> Transcription:
+        """What is said in the audio (faster-whisper), with the detected language and durations."""
+        try:
+            require_ready(self.engine)
+            clip = read_upload(audio, "audio", self.engine.config.max_upload_bytes)
+            return self.engine.transcribe(clip, language or None)
+        except (InvalidInputError, EngineUnavailableError) as exc:
+            return error_response(exc)  # type: ignore[return-value]
+
+    # ------------------------------------------------------- GET endpoints
+    @web.get("/status", response_model=StatusResponse, tags=["Service APIs"])
+    def status(self) -> StatusResponse:
+        """Engine state (loaded/loading/unloaded/failed and why), device, dtypes, model, memory, versions."""
+        return build_status(self.engine)
+
+    @web.get("/vocabulary", response_model=EditVocabulary, tags=["Service APIs"])
+    def vocabulary(self) -> EditVocabulary:
+        """Every edit_type with its allowed edit_info values, and the paralinguistic tags."""
+        return self.engine.vocabulary
+
+    @web.get("/logs", response_model=list[LogRecordOut], tags=["Service APIs"])
+    def logs(self, limit: int = 100, min_level: str = "INFO", since: float | None = None) -> Any:
+        """The newest log records of this process (requests, stage timings, cache hits, loads, errors).
+
+        Pass the last record's ``created`` back as ``since`` to poll only for newer ones.
+        """
+        try:
+            return LOGS.records(limit=min(limit, 1000), min_level=min_level, since=since)
+        except InvalidInputError as exc:
+            return error_response(exc)
+
+    @web.post("/cache/clear", response_model=CacheStats, tags=["Service APIs"])
+    def clear_cache(self) -> CacheStats:
+        """Empty the prompt cache (memory and disk) and reset its statistics; returns them."""
+        self.engine.cache.clear()
+        log.info("prompt cache cleared on request")
+        return self.engine.cache.stats()
+
+
+EditXService.add_asgi_middleware(UploadLimitMiddleware, max_body_bytes=_body_limit)

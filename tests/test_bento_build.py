@@ -1,0 +1,68 @@
+"""`bentoml build` packs a Bento whose Dockerfile installs everything the service imports.
+
+Runs offline once uv is in the venv (the very first build fetches uv from the
+index). Skipped only when EDITX_SKIP_BENTO_BUILD=1 is set explicitly. The image
+itself cannot be built here (no Docker engine, no registry for the CUDA base).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+# What service.py imports, directly or through runners/ and ui/.
+NEEDED = ("torch", "torchaudio", "transformers", "funasr", "gradio", "onnxruntime", "soundfile", "bentoml",
+          "fastapi", "sentencepiece", "safetensors", "numpy", "pydantic")
+
+
+@pytest.fixture(scope="module")
+def bento_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    if os.environ.get("EDITX_SKIP_BENTO_BUILD") == "1":
+        pytest.skip("EDITX_SKIP_BENTO_BUILD=1")
+    home = tmp_path_factory.mktemp("bentoml-home")
+    bentoml = Path(sys.executable).with_name("bentoml")
+    env = {**os.environ, "BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "true"}
+    done = subprocess.run([str(bentoml), "build", ".", "--output", "tag"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, f"bentoml build failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    match = re.search(r"__tag__:(\S+):(\S+)", done.stdout)
+    assert match, done.stdout[-2000:]
+    name, version = match.groups()
+    path = home / "bentos" / name / version
+    assert path.is_dir()
+    return path
+
+
+def test_dockerfile_installs_what_the_service_imports(bento_dir: Path) -> None:
+    dockerfile = (bento_dir / "env" / "docker" / "Dockerfile").read_text()
+    requirements = (bento_dir / "env" / "python" / "requirements.txt").read_text()
+    assert "FROM nvidia/cuda:13.0.1-cudnn-runtime-ubuntu24.04" in dockerfile  # agrees with torch +cu130
+    assert "libsndfile1" in dockerfile and "ffmpeg" in dockerfile
+    assert "requirements.txt" in dockerfile
+    assert "ENV EDITX_MODEL_PATH=$EDITX_MODEL_PATH" in dockerfile and "ARG EDITX_MODEL_PATH=/models" in dockerfile
+    names = {re.split(r"[=<>!~\[ ;]", line, maxsplit=1)[0].lower()
+             for line in requirements.splitlines() if line and not line.startswith(("#", "-"))}
+    missing = [n for n in NEEDED if n not in names]
+    assert not missing, f"requirements.txt lacks {missing}"
+    # The pins are pyproject's, not whatever the build machine happens to have.
+    pins = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    for pin in pins:
+        assert pin in requirements, pin
+
+
+def test_bento_carries_the_code_and_not_the_tests(bento_dir: Path) -> None:
+    src = bento_dir / "src"
+    for path in ("service.py", "runners/engine.py", "runners/api_models.py", "ui/app.py", "runners/tiny/__init__.py"):
+        assert (src / path).is_file(), path
+    assert not (src / "tests").exists() and not (src / ".venv").exists()
+    assert not list(src.rglob("__pycache__"))
+    bento_yaml = (bento_dir / "bento.yaml").read_text()
+    assert "service: service:EditXService" in bento_yaml
+    assert "gpu: 1" in bento_yaml and "timeout: 600" in bento_yaml

@@ -1,0 +1,112 @@
+"""The prompt pipeline as a user of the HTTP service sees it (tiny model, in-process).
+
+Lazy loading and idle unload with requests racing the unload; the prompt
+cache surviving a restart of the service (the tokenizer is not called again)
+and a corrupt cache file being ignored and rebuilt.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from starlette.testclient import TestClient
+
+from runners.audio_tokenizer import AudioTokenizer
+from tests.service_helpers import in_process_service, service_env, tone, wav_bytes
+
+VOICE = wav_bytes(tone(1.5))
+
+
+def _wait_for(condition: Callable[[], bool], timeout: float = 30.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def _edit(client: TestClient, seed: int = 0) -> int:
+    r = client.post("/edit", files={"audio": ("v.wav", VOICE)}, data={"edit_type": "denoise", "seed": str(seed)})
+    assert r.status_code == 200, r.text
+    return r.status_code
+
+
+@pytest.fixture
+def tokenizer_calls(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """Counts every real pass through the audio tokenizer, in any engine of this process."""
+    calls: list[float] = []
+    original = AudioTokenizer.tokenize
+
+    def spy(self: AudioTokenizer, audio):  # noqa: ANN001, ANN202
+        calls.append(time.monotonic())
+        return original(self, audio)
+
+    monkeypatch.setattr(AudioTokenizer, "tokenize", spy)
+    return calls
+
+
+def test_lazy_load_then_idle_unload_then_racing_requests(tiny_root: Path) -> None:
+    env = {**service_env(tiny_root), "EDITX_LAZY_LOAD": "1", "EDITX_IDLE_UNLOAD_S": "1"}
+    with in_process_service(env) as (client, _):
+        # Nothing loaded at start, yet ready: the first request will load it.
+        status = client.get("/status").json()
+        assert status["state"] == "unloaded" and status["load_count"] == 0 and status["lazy_load"] is True
+        assert client.get("/readyz").status_code == 200
+
+        _edit(client)
+        status = client.get("/status").json()
+        assert status["load_count"] == 1 and status["time_until_unload_s"] is not None
+
+        assert _wait_for(lambda: client.get("/status").json()["state"] == "unloaded")
+        status = client.get("/status").json()
+        assert status["memory"]["weights_cpu_mb"] == 0.0
+        report = status["last_unload"]
+        assert "idle" in report["reason"] and report["before"]["weights_cpu_mb"] > report["after"]["weights_cpu_mb"]
+        assert client.get("/readyz").status_code == 200  # unloaded for idleness is still ready
+
+        codes: list[int | BaseException] = []
+
+        def request(seed: int) -> None:
+            try:
+                codes.append(_edit(client, seed))
+            except BaseException as exc:  # noqa: BLE001 - collected for the assertion
+                codes.append(exc)
+
+        threads = [threading.Thread(target=request, args=(i,)) for i in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert codes == [200] * 4
+        assert client.get("/status").json()["load_count"] == 2  # one reload served all four
+
+
+def test_prompt_cache_survives_a_service_restart(tiny_root: Path, tmp_path: Path, tokenizer_calls: list) -> None:
+    env = {**service_env(tiny_root), "EDITX_CACHE_DIR": str(tmp_path / "cache")}
+    with in_process_service(env) as (client, _):
+        assert _wait_for(lambda: client.get("/readyz").status_code == 200, timeout=120)
+        _edit(client)
+        assert len(tokenizer_calls) == 1
+        assert client.get("/status").json()["cache"]["disk_entries"] >= 1
+
+    with in_process_service(env) as (client, _):  # a new process would see the same folder
+        assert _wait_for(lambda: client.get("/readyz").status_code == 200, timeout=120)
+        _edit(client)
+        assert len(tokenizer_calls) == 1  # served from disk: the tokenizer did not run
+        cache = client.get("/status").json()["cache"]
+        assert cache["hits"] == 1 and cache["misses"] == 0
+
+    for entry in (tmp_path / "cache").glob("*/*.npz"):
+        entry.write_bytes(entry.read_bytes()[:100])  # a crash mid-write, or a damaged disk
+
+    with in_process_service(env) as (client, _):
+        assert _wait_for(lambda: client.get("/readyz").status_code == 200, timeout=120)
+        _edit(client)
+        assert len(tokenizer_calls) == 2  # the damaged entry was ignored and computed again
+        _edit(client)
+        assert len(tokenizer_calls) == 2 and client.get("/status").json()["cache"]["hits"] == 1

@@ -1,0 +1,343 @@
+"""The Gradio UI: clone and iterative editing over the ONE engine of the process.
+
+``build_ui(get_engine)`` builds the Blocks; every callback asks ``get_engine()``
+for the engine the API uses (no second model, no HTTP round trip). The
+callback logic lives in plain functions (:func:`clone_action`,
+:func:`edit_action`) so tests can drive it without a browser.
+
+Iterative editing follows the official demo's chat view: CLONE starts a new
+history; each EDIT works on the newest output of the history (or, when the
+history is empty, on the uploaded/recorded audio with the prompt text as its
+transcript); Clear empties it.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+from pydantic import BaseModel
+
+from runners.api_models import TINY_NOTE, read_upload, require_ready
+from runners.audio import encode_audio
+from runners.edit_vocab import VOCABULARY
+from runners.engine import EditXEngine, Progress, Synthesis
+from runners.errors import EngineUnavailableError, InvalidInputError
+from runners.log_buffer import LogRecordOut
+from runners.log_buffer import installed as installed_log_buffer
+
+EngineGetter = Callable[[], EditXEngine]
+EDIT_TYPES: list[str] = [s.name for s in VOCABULARY.edit_types]
+OUTPUT_DIR = Path(tempfile.gettempdir()) / "editx-ui"
+
+HELP = f"""
+**CLONE** speaks *Target text* in the voice of the input audio and starts a new history. *Prompt text* is
+the exact transcript of the input audio; leave it empty to have it transcribed (or press **Transcribe**). **EDIT** changes the newest audio of the history (or the input audio when the
+history is empty) and adds the result to the history, so edits can be stacked.
+Paralinguistic edits need *Target text*: the transcript with tags inserted where the sound goes, e.g.
+`Great[Laughter], the weather is so nice today[Surprise-ah].` Tags: {" ".join(VOCABULARY.paralinguistic_tags)}.
+Input audio should be 0.5–30 s.
+"""
+
+
+class HistoryItem(BaseModel):
+    """One generated audio of the session: what made it, where it is, what it says."""
+
+    label: str
+    path: str
+    text: str  # transcript of this audio: the next edit quotes it
+
+
+# ------------------------------------------------------------------ helpers
+def banner_text(engine: EditXEngine | None) -> str:
+    """Plain status line: tiny-model warning first, then loading/failed state."""
+    if engine is None:
+        return "⏳ The service is starting."
+    parts: list[str] = []
+    if engine.config.is_tiny:
+        parts.append(f"⚠️ **{TINY_NOTE}.** Point EDITX_MODEL_PATH at the real model for speech.")
+    if engine.state == "failed":
+        parts.append(f"❌ The model failed to load: `{engine.error}`")
+    elif engine.state != "loaded":
+        parts.append("⏳ The model is loading; CLONE and EDIT work once it is ready.")
+    return "\n\n".join(parts)
+
+
+def _write_output(syn: Synthesis) -> str:
+    OUTPUT_DIR.mkdir(parents=True, exist_ok=True)
+    path = OUTPUT_DIR / f"editx-{uuid.uuid4().hex[:12]}.wav"
+    path.write_bytes(encode_audio(syn.samples, syn.sample_rate, "wav"))
+    return str(path)
+
+
+def _summary(syn: Synthesis) -> str:
+    times = ", ".join(f"{k} {v:.2f} s" for k, v in syn.timings.items())
+    return (
+        f"{syn.duration_s:.2f} s of audio, {syn.generated_tokens} tokens, {syn.iterations} pass(es); "
+        f"took {sum(syn.timings.values()):.2f} s ({times})"
+    )
+
+
+def _seed(value: float | int | None) -> int | None:
+    """Negative or blank means a random seed."""
+    return None if value is None or value == "" or int(value) < 0 else int(value)
+
+
+def _ready_engine(get_engine: EngineGetter) -> EditXEngine:
+    try:
+        engine = get_engine()
+    except Exception as exc:  # the service is not instantiated yet
+        raise EngineUnavailableError("the service is still starting; try again in a moment") from exc
+    require_ready(engine)
+    return engine
+
+
+def history_messages(history: list[HistoryItem]) -> list[dict[str, Any]]:
+    """Chat view of the history: the request as the user turn, the audio as the answer."""
+    messages: list[dict[str, Any]] = []
+    for item in history:
+        messages.append({"role": "user", "content": item.label})
+        messages.append({"role": "assistant", "content": {"path": item.path, "mime_type": "audio/wav"}})
+    return messages
+
+
+def status_markdown(engine: EditXEngine | None) -> str:
+    """The operator's view in a few lines: state, idle timer, memory, cache, ASR."""
+    if engine is None:
+        return "⏳ The service is starting."
+    st = engine.status()
+    cache, asr, mem = st["cache"], st["asr"], st["memory"]
+    assert isinstance(cache, dict) and isinstance(asr, dict) and isinstance(mem, dict)
+    lines = [f"**Engine** {st['state']} on {st['device']} (LLM {st['llm_dtype']}), loaded {st['load_count']}×"]
+    if st.get("error"):
+        lines.append(f"**Error** `{st['error']}`")
+    idle = f"**Idle** {st['idle_s']:.0f} s"
+    if st.get("time_until_unload_s") is not None:
+        idle += f", {st['idle_action']} in {st['time_until_unload_s']:.0f} s"
+    elif not st.get("idle_unload_s"):
+        idle += " (idle unload off)"
+    lines.append(idle)
+    memory = f"**Memory** RSS {mem.get('rss_mb', 0):.0f} MiB"
+    if mem.get("gpu_allocated_mb") is not None:
+        memory += f", GPU {mem['gpu_allocated_mb']:.0f} MiB allocated / {mem['gpu_reserved_mb']:.0f} MiB reserved"
+    lines.append(memory)
+    lines.append(
+        f"**Prompt cache** {cache['entries']} entries ({cache['bytes'] / 2**20:.1f} MiB), "
+        f"{cache['hits']} hits / {cache['misses']} misses (hit rate {cache['hit_rate']:.0%}), "
+        f"{cache['time_saved_s']:.2f} s saved"
+    )
+    auto = "on" if st.get("auto_transcribe") else "off"
+    lines.append(f"**ASR** {asr['model']} on {asr['device']} ({asr['compute_type']}), "
+                 f"{'loaded' if asr['loaded'] else 'not loaded'}; auto-transcription {auto}")
+    return "  \n".join(lines)
+
+
+def logs_text(records: list[LogRecordOut]) -> str:
+    """Log records as the panel shows them, oldest first."""
+    return "\n".join(f"{r.time[11:23]} {r.level:<7} {r.logger}: {r.message}" for r in records)
+
+
+def recent_logs(limit: int = 200) -> str:
+    buffer = installed_log_buffer()
+    return logs_text(buffer.records(limit=limit)) if buffer is not None else "(log capture is not installed)"
+
+
+# ---------------------------------------------------------------- actions
+def transcribe_action(engine: EditXEngine, audio_path: str | None) -> str:
+    """The input audio's transcript, for the Prompt text box."""
+    if not audio_path:
+        raise InvalidInputError("upload or record an audio first", field="audio")
+    audio = read_upload(audio_path, "audio", engine.config.max_upload_bytes)
+    heard = engine.transcribe(audio)
+    if not heard.text:
+        raise InvalidInputError("no speech was recognized in the audio", field="audio")
+    return heard.text
+
+
+def clone_action(
+    engine: EditXEngine,
+    audio_path: str | None,
+    prompt_text: str,
+    target_text: str,
+    seed: int | None,
+    progress: Progress,
+) -> tuple[str, list[HistoryItem], str]:
+    """Clone; returns (output wav path, the NEW history, summary)."""
+    if not audio_path:
+        raise InvalidInputError("upload or record the prompt audio first", field="prompt_audio")
+    prompt = read_upload(audio_path, "prompt_audio", engine.config.max_upload_bytes)
+    syn = engine.clone(prompt, prompt_text or None, target_text, seed=seed, progress=progress)
+    path = _write_output(syn)
+    item = HistoryItem(label=f"CLONE: {target_text.strip()}", path=path, text=target_text.strip())
+    return path, [item], _summary(syn)
+
+
+def edit_action(
+    engine: EditXEngine,
+    history: list[HistoryItem],
+    audio_path: str | None,
+    prompt_text: str,
+    edit_type: str,
+    edit_info: str | None,
+    target_text: str,
+    n_edit_iter: int,
+    seed: int | None,
+    progress: Progress,
+) -> tuple[str, list[HistoryItem], str]:
+    """Edit the newest history audio (or the input audio); returns (path, history + new item, summary)."""
+    if history:
+        source_path, transcript = history[-1].path, history[-1].text
+    elif audio_path:
+        source_path, transcript = audio_path, prompt_text
+    else:
+        raise InvalidInputError("upload or record an audio first (or CLONE one)", field="audio")
+    spec = VOCABULARY.spec(edit_type)
+    audio = read_upload(source_path, "audio", engine.config.max_upload_bytes)
+    syn = engine.edit(
+        audio,
+        transcript or None,
+        edit_type,
+        edit_info or None,
+        target_text=target_text if spec.needs_target_text else None,
+        n_edit_iter=int(n_edit_iter),
+        seed=seed,
+        progress=progress,
+    )
+    path = _write_output(syn)
+    what = f"EDIT {edit_type}" + (f" → {edit_info}" if edit_info else "")
+    if int(n_edit_iter) > 1:
+        what += f" ×{int(n_edit_iter)}"
+    new_text = target_text.strip() if spec.needs_target_text else transcript
+    return path, [*history, HistoryItem(label=what, path=path, text=new_text or "")], _summary(syn)
+
+
+# --------------------------------------------------------------------- UI
+def build_ui(get_engine: EngineGetter, *, tiny: bool = False) -> gr.Blocks:
+    """The Blocks (not launched: the service mounts it). ``tiny`` sets the initial banner."""
+
+    def gradio_progress(progress: gr.Progress) -> Progress:
+        def report(stage: str, fraction: float) -> None:
+            progress(min(max(fraction, 0.0), 1.0), desc=stage)
+
+        return report
+
+    def on_clone(audio_path, prompt_text, target_text, seed, progress=gr.Progress()):  # noqa: ANN001, ANN202
+        try:
+            engine = _ready_engine(get_engine)
+            path, history, summary = clone_action(
+                engine, audio_path, prompt_text, target_text, _seed(seed), gradio_progress(progress)
+            )
+        except (InvalidInputError, EngineUnavailableError) as exc:
+            raise gr.Error(str(exc)) from None
+        return path, history, history_messages(history), summary
+
+    def on_edit(history, audio_path, prompt_text, edit_type, edit_info, target_text, n_iter, seed,  # noqa: ANN001, ANN202
+                progress=gr.Progress()):
+        try:
+            engine = _ready_engine(get_engine)
+            items = [HistoryItem.model_validate(h) for h in (history or [])]
+            path, items, summary = edit_action(
+                engine, items, audio_path, prompt_text, edit_type, edit_info, target_text, n_iter,
+                _seed(seed), gradio_progress(progress),
+            )
+        except (InvalidInputError, EngineUnavailableError) as exc:
+            raise gr.Error(str(exc)) from None
+        return path, items, history_messages(items), summary
+
+    def on_type(edit_type: str):  # noqa: ANN202
+        spec = VOCABULARY.spec(edit_type)
+        hint = spec.description
+        if spec.needs_target_text:
+            hint += " — put the tagged transcript in Target text"
+        return (
+            gr.update(choices=spec.values, value=spec.values[0] if spec.values else None,
+                      interactive=bool(spec.values), visible=bool(spec.values)),
+            hint,
+        )
+
+    def on_transcribe(audio_path):  # noqa: ANN001, ANN202
+        try:
+            return transcribe_action(_ready_engine(get_engine), audio_path)
+        except (InvalidInputError, EngineUnavailableError) as exc:
+            raise gr.Error(str(exc)) from None
+
+    def current_or_none() -> EditXEngine | None:
+        try:
+            return get_engine()
+        except Exception:  # the service is not instantiated yet
+            return None
+
+    def on_tick():  # noqa: ANN202
+        engine = current_or_none()
+        return banner_text(engine), status_markdown(engine), recent_logs()
+
+    def on_clear_cache():  # noqa: ANN202
+        engine = current_or_none()
+        if engine is not None:
+            dropped = engine.cache.clear()
+            gr.Info(f"Prompt cache cleared ({dropped} entries)")
+        return status_markdown(engine)
+
+    def on_clear():  # noqa: ANN202
+        return None, [], [], ""
+
+    first = VOCABULARY.edit_types[0]
+    with gr.Blocks(title="Step-Audio-EditX") as demo:
+        gr.Markdown("# Step-Audio-EditX\nZero-shot voice cloning and expressive speech editing.")
+        banner = gr.Markdown(f"⚠️ **{TINY_NOTE}.**" if tiny else "", elem_id="editx-banner")
+        history_state = gr.State([])
+        with gr.Row():
+            with gr.Column():
+                audio_in = gr.Audio(sources=["upload", "microphone"], type="filepath",
+                                    label="Input audio (prompt voice, or audio to edit)", elem_id="editx-input-audio")
+                prompt_text = gr.Textbox(label="Prompt text (transcript of the input audio)", lines=2,
+                                         elem_id="editx-prompt-text")
+                transcribe_btn = gr.Button("Transcribe input audio into Prompt text", size="sm",
+                                           elem_id="editx-transcribe")
+                target_text = gr.Textbox(label="Target text (what to say / tagged text for paralinguistic)",
+                                         lines=2, max_length=1000, elem_id="editx-target-text")
+                with gr.Row():
+                    edit_type = gr.Dropdown(EDIT_TYPES, value=first.name, label="Edit type", elem_id="editx-edit-type")
+                    edit_info = gr.Dropdown(first.values, value=first.values[0], label="Edit value",
+                                            elem_id="editx-edit-info")
+                type_hint = gr.Markdown(first.description)
+                with gr.Row():
+                    n_iter = gr.Slider(1, 5, value=1, step=1, label="Edit passes (n_edit_iter)")
+                    seed = gr.Number(value=-1, precision=0, minimum=-1, label="Seed (-1 = random)")
+                with gr.Row():
+                    clone_btn = gr.Button("CLONE", variant="primary", elem_id="editx-clone")
+                    edit_btn = gr.Button("EDIT", variant="primary", elem_id="editx-edit")
+                    clear_btn = gr.Button("Clear history", elem_id="editx-clear")
+                gr.Markdown(HELP)
+            with gr.Column():
+                audio_out = gr.Audio(type="filepath", label="Output", interactive=False,
+                                     waveform_options=gr.WaveformOptions(show_recording_waveform=True),
+                                     buttons=["download"], elem_id="editx-output")
+                summary = gr.Markdown(elem_id="editx-summary")
+                chat = gr.Chatbot(label="History (EDIT works on the newest audio)", height=420,
+                                  elem_id="editx-history")
+        with gr.Accordion("Service: status, prompt cache, live log", open=False):
+            status_md = gr.Markdown(elem_id="editx-status")
+            clear_cache_btn = gr.Button("Clear prompt cache", size="sm", elem_id="editx-clear-cache")
+            log_box = gr.Textbox(label="Live log (newest last)", lines=12, max_lines=12, interactive=False,
+                                 autoscroll=True, elem_id="editx-log")
+        timer = gr.Timer(2.0)
+
+        outputs = [audio_out, history_state, chat, summary]
+        clone_btn.click(on_clone, [audio_in, prompt_text, target_text, seed], outputs,
+                        concurrency_limit=1, api_name="clone")
+        edit_btn.click(on_edit, [history_state, audio_in, prompt_text, edit_type, edit_info, target_text, n_iter,
+                                 seed], outputs, concurrency_limit=1, api_name="edit")
+        clear_btn.click(on_clear, None, outputs, api_name=False)
+        edit_type.change(on_type, edit_type, [edit_info, type_hint], api_name=False)
+        transcribe_btn.click(on_transcribe, audio_in, prompt_text, concurrency_limit=1, api_name=False)
+        clear_cache_btn.click(on_clear_cache, None, status_md, api_name=False)
+        timer.tick(on_tick, None, [banner, status_md, log_box], api_name=False, show_progress="hidden",
+                   queue=False)
+        demo.load(on_tick, None, [banner, status_md, log_box], api_name=False)
+    demo.queue(default_concurrency_limit=1)
+    return demo
