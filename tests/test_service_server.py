@@ -7,6 +7,8 @@ and that the Gradio UI answers on the same port.
 from __future__ import annotations
 
 import os
+import re
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -60,6 +62,37 @@ def test_clone_then_edit_with_the_python_client(server_url: str, voice: Path, tm
         )
         samples, rate = decode(Path(edited).read_bytes())
         assert rate == 24000 and samples.size > 0
+
+
+def test_readme_client_snippet_runs_as_pasted(server_url: str, tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    from tests.readme_snippets import DEFAULT_URL, code_block
+    from tests.speech import SENTENCE, speak
+
+    snippet = code_block("python", "bentoml.SyncHTTPClient")
+    speak(SENTENCE, tmp_path / "voice.wav")
+    monkeypatch.chdir(tmp_path)
+    exec(compile(snippet.replace(DEFAULT_URL, server_url), "README.md", "exec"), {})  # noqa: S102
+    printed = capsys.readouterr().out
+    cloned, edited = re.fullmatch(r"clone: (\S+) edit: (\S+)\n", printed).groups()
+    for path in (cloned, edited):
+        samples, rate = decode(Path(path).read_bytes())
+        assert rate == 24000 and samples.size > 0
+
+
+def test_readme_curl_commands_run_as_pasted(server_url: str, tmp_path: Path) -> None:
+    from tests.readme_snippets import DEFAULT_URL, code_block
+    from tests.speech import require_espeak
+
+    require_espeak()
+    script = "set -euo pipefail\n" + code_block("bash", "curl -s -F prompt_audio").replace(DEFAULT_URL, server_url)
+    done = subprocess.run(["bash", "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    for name in ("cloned.wav", "happier.wav"):
+        samples, rate = decode((tmp_path / name).read_bytes())
+        assert rate == 24000 and samples.size > 0
+    assert "stella" in done.stdout.lower()  # /transcribe heard the espeak voice
+    assert '"edit_types"' in done.stdout and '"state":"loaded"' in done.stdout.replace(" ", "")
 
 
 def test_plain_http_upload_and_headers(server_url: str, voice: Path) -> None:
