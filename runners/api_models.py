@@ -197,5 +197,6 @@ def error_response(exc: BaseException) -> JSONResponse:
         body = ErrorBody(error="internal error; see the server log")
         return JSONResponse(body.model_dump(), status_code=500)
     body = ErrorBody(error=str(exc), field=getattr(exc, "field", None))
+    log.warning("refused with %d: %s", status, body.error, extra={"stage": "request"})
     headers = {"Retry-After": "10"} if status == 503 else None
     return JSONResponse(body.model_dump(), status_code=status, headers=headers)

@@ -11,6 +11,7 @@ limit, replacing whatever the application would have answered with the 413.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -19,6 +20,8 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+log = logging.getLogger("editx.upload")
 
 
 class UploadLimitMiddleware:
@@ -46,6 +49,7 @@ class UploadLimitMiddleware:
 
     async def _send_413(self, send: Send, size: int | None) -> None:
         body = self._message(size)
+        log.warning("refused with 413: %s", json.loads(body)["error"], extra={"stage": "request"})
         await send(
             {
                 "type": "http.response.start",

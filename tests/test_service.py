@@ -146,7 +146,8 @@ def test_vocabulary_endpoint(ready: Harness) -> None:
 
 def test_openapi_and_swagger(ready: Harness) -> None:
     spec = ready.client.get("/docs.json").json()
-    for path in ("/clone", "/edit", "/status", "/vocabulary", "/healthz", "/livez", "/readyz", "/metrics"):
+    for path in ("/clone", "/edit", "/transcribe", "/status", "/vocabulary", "/logs", "/cache/clear", "/healthz",
+                 "/livez", "/readyz", "/metrics"):
         assert path in spec["paths"], path
     clone = spec["paths"]["/clone"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
     assert "Swagger" in ready.client.get("/").text or "swagger" in ready.client.get("/").text
@@ -184,6 +185,9 @@ def test_clone_bad_input(
     assert needle in err["error"], err
     assert err["field"] == field
     _assert_still_serving(ready.client)
+    # The refusal is in the live log too, where an operator looks.
+    newest = ready.client.get("/logs", params={"min_level": "WARNING", "limit": 1}).json()
+    assert newest and newest[-1]["message"] == f"refused with {status}: {err['error']}"
 
 
 BAD_EDIT: list[tuple[str, dict[str, str], int, str, str | None]] = [
