@@ -40,7 +40,7 @@ the exact transcript of the input audio; leave it empty to have it transcribed (
 history is empty) and adds the result to the history, so edits can be stacked.
 Paralinguistic edits need *Target text*: the transcript with tags inserted where the sound goes, e.g.
 `Great[Laughter], the weather is so nice today[Surprise-ah].` Tags: {" ".join(VOCABULARY.paralinguistic_tags)}.
-Input audio: 0.1 s up to the service limit (30 s unless EDITX_MAX_AUDIO_S says otherwise); 3–10 s of clear speech clones best.
+Input audio: 0.1 s up to the service limit (30 s unless EDITX_MAX_AUDIO_S says otherwise).
 """
 
 
