@@ -33,6 +33,7 @@ from runners.log_buffer import installed as installed_log_buffer
 EngineGetter = Callable[[], EditXEngine]
 EDIT_TYPES: list[str] = [s.name for s in VOCABULARY.edit_types]
 OUTPUT_DIR = Path(tempfile.gettempdir()) / "editx-ui"
+KEEP_OUTPUTS = 500  # newest UI outputs kept on disk; older ones go so a long-running service never fills it
 
 HELP = f"""
 **CLONE** speaks *Target text* in the voice of the input audio and starts a new history. *Prompt text* is
@@ -67,10 +68,14 @@ def banner_text(engine: EditXEngine | None) -> str:
     return "\n\n".join(parts)
 
 
-def _write_output(syn: Synthesis) -> str:
-    OUTPUT_DIR.mkdir(parents=True, exist_ok=True)
-    path = OUTPUT_DIR / f"editx-{uuid.uuid4().hex[:12]}.wav"
+def write_output(syn: Synthesis, directory: Path = OUTPUT_DIR, keep: int = KEEP_OUTPUTS) -> str:
+    """Save a result for the player and the history; keep only the newest ``keep`` files."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"editx-{uuid.uuid4().hex[:12]}.wav"
     path.write_bytes(encode_audio(syn.samples, syn.sample_rate, "wav"))
+    outputs = sorted(directory.glob("editx-*.wav"), key=lambda p: p.stat().st_mtime_ns)
+    for old in outputs[: max(0, len(outputs) - keep)]:
+        old.unlink(missing_ok=True)
     return str(path)
 
 
@@ -171,7 +176,7 @@ def clone_action(
         raise InvalidInputError("upload or record the prompt audio first", field="prompt_audio")
     prompt = read_upload(audio_path, "prompt_audio", engine.config.max_upload_bytes)
     syn = engine.clone(prompt, prompt_text or None, target_text, seed=seed, progress=progress)
-    path = _write_output(syn)
+    path = write_output(syn)
     item = HistoryItem(label=f"CLONE: {target_text.strip()}", path=path, text=target_text.strip())
     return path, [item], _summary(syn)
 
@@ -207,7 +212,7 @@ def edit_action(
         seed=seed,
         progress=progress,
     )
-    path = _write_output(syn)
+    path = write_output(syn)
     what = f"EDIT {edit_type}" + (f" → {edit_info}" if edit_info else "")
     if int(n_edit_iter) > 1:
         what += f" ×{int(n_edit_iter)}"
