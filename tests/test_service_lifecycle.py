@@ -16,6 +16,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from runners.audio_tokenizer import AudioTokenizer
+from runners.prompt_features import SpeakerEncoder
 from tests.service_helpers import in_process_service, service_env, tone, wav_bytes
 
 VOICE = wav_bytes(tone(1.5))
@@ -37,16 +38,22 @@ def _edit(client: TestClient, seed: int = 0) -> int:
 
 
 @pytest.fixture
-def tokenizer_calls(monkeypatch: pytest.MonkeyPatch) -> list[float]:
-    """Counts every real pass through the audio tokenizer, in any engine of this process."""
-    calls: list[float] = []
-    original = AudioTokenizer.tokenize
+def feature_calls(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
+    """Counts every real run of the tokenizer, the prompt mel and the speaker model, in any engine here."""
+    from runners import prompt_features
 
-    def spy(self: AudioTokenizer, audio):  # noqa: ANN001, ANN202
-        calls.append(time.monotonic())
-        return original(self, audio)
+    calls = {"tokenizer": 0, "mel": 0, "speaker": 0}
 
-    monkeypatch.setattr(AudioTokenizer, "tokenize", spy)
+    def counted(name: str, fn):  # noqa: ANN001, ANN202
+        def wrapper(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+            calls[name] += 1
+            return fn(*args, **kwargs)
+
+        return wrapper
+
+    monkeypatch.setattr(AudioTokenizer, "tokenize", counted("tokenizer", AudioTokenizer.tokenize))
+    monkeypatch.setattr(prompt_features, "prompt_mel", counted("mel", prompt_features.prompt_mel))
+    monkeypatch.setattr(SpeakerEncoder, "__call__", counted("speaker", SpeakerEncoder.__call__))
     return calls
 
 
@@ -86,18 +93,19 @@ def test_lazy_load_then_idle_unload_then_racing_requests(tiny_root: Path) -> Non
         assert client.get("/status").json()["load_count"] == 2  # one reload served all four
 
 
-def test_prompt_cache_survives_a_service_restart(tiny_root: Path, tmp_path: Path, tokenizer_calls: list) -> None:
+def test_prompt_cache_survives_a_service_restart(tiny_root: Path, tmp_path: Path, feature_calls: dict) -> None:
     env = {**service_env(tiny_root), "EDITX_CACHE_DIR": str(tmp_path / "cache")}
     with in_process_service(env) as (client, _):
         assert _wait_for(lambda: client.get("/readyz").status_code == 200, timeout=120)
         _edit(client)
-        assert len(tokenizer_calls) == 1
+        assert feature_calls == {"tokenizer": 1, "mel": 1, "speaker": 1}
         assert client.get("/status").json()["cache"]["disk_entries"] >= 1
 
     with in_process_service(env) as (client, _):  # a new process would see the same folder
         assert _wait_for(lambda: client.get("/readyz").status_code == 200, timeout=120)
         _edit(client)
-        assert len(tokenizer_calls) == 1  # served from disk: the tokenizer did not run
+        # Served from disk: neither the tokenizer nor the mel nor the speaker model ran.
+        assert feature_calls == {"tokenizer": 1, "mel": 1, "speaker": 1}
         cache = client.get("/status").json()["cache"]
         assert cache["hits"] == 1 and cache["misses"] == 0
 
@@ -107,6 +115,6 @@ def test_prompt_cache_survives_a_service_restart(tiny_root: Path, tmp_path: Path
     with in_process_service(env) as (client, _):
         assert _wait_for(lambda: client.get("/readyz").status_code == 200, timeout=120)
         _edit(client)
-        assert len(tokenizer_calls) == 2  # the damaged entry was ignored and computed again
+        assert feature_calls["tokenizer"] == 2  # the damaged entry was ignored and computed again
         _edit(client)
-        assert len(tokenizer_calls) == 2 and client.get("/status").json()["cache"]["hits"] == 1
+        assert feature_calls["tokenizer"] == 2 and client.get("/status").json()["cache"]["hits"] == 1
