@@ -97,8 +97,13 @@ class PromptCache:
         self.hits = 0
         self.misses = 0
         self.time_saved_s = 0.0
+        # What is on disk (key → bytes, oldest write first), scanned once here and kept up to date by
+        # every write and delete, so statistics and the size cap never list the folder again.
+        self._disk: OrderedDict[str, int] = OrderedDict()
+        self._disk_bytes = 0
         if self.directory:
             self.directory.mkdir(parents=True, exist_ok=True)
+            self._scan_disk()
 
     # ----------------------------------------------------------------- lookups
     def get(self, key: str, need_features: bool = True, need_transcript: bool = False) -> PromptFeatures | None:
@@ -155,17 +160,18 @@ class PromptCache:
             self._entries.clear()
             self._bytes = 0
             if self.directory:
-                files = list(self.directory.glob("*/*.npz"))
+                files = list(self.directory.glob("*/*.npz"))  # the folder itself: files from before a crash too
                 dropped = max(dropped, len(files))
                 for f in files:
                     f.unlink(missing_ok=True)
+                self._disk.clear()
+                self._disk_bytes = 0
             self.hits = self.misses = 0
             self.time_saved_s = 0.0
             return dropped
 
     def stats(self) -> CacheStats:
         with self._lock:
-            files = list(self.directory.glob("*/*.npz")) if self.directory else []
             total = self.hits + self.misses
             return CacheStats(
                 enabled=self.enabled,
@@ -174,8 +180,8 @@ class PromptCache:
                 hit_rate=round(self.hits / total, 4) if total else 0.0,
                 entries=len(self._entries),
                 bytes=self._bytes,
-                disk_entries=len(files),
-                disk_bytes=sum(f.stat().st_size for f in files if f.exists()),
+                disk_entries=len(self._disk),
+                disk_bytes=self._disk_bytes,
                 time_saved_s=round(self.time_saved_s, 4),
                 directory=str(self.directory) if self.directory else None,
             )
@@ -210,10 +216,11 @@ class PromptCache:
             arrays["speaker"] = entry.speaker.numpy()
         buf = io.BytesIO()
         np.savez(buf, **arrays)
+        data = buf.getvalue()
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".part")
         try:
             with os.fdopen(fd, "wb") as f:
-                f.write(buf.getvalue())
+                f.write(data)
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, path)  # atomic: readers see the old file or the whole new one
@@ -221,6 +228,9 @@ class PromptCache:
             log.warning("could not write cache entry %s", path, exc_info=True)
             Path(tmp).unlink(missing_ok=True)
             return
+        self._forget_disk(key)
+        self._disk[key] = len(data)
+        self._disk_bytes += len(data)
         self._trim_disk()
 
     def _read_disk(self, key: str) -> PromptFeatures | None:
@@ -228,6 +238,7 @@ class PromptCache:
             return None
         path = self._path(key)
         if not path.is_file():
+            self._forget_disk(key)  # removed behind our back
             return None
         try:
             with np.load(path, allow_pickle=False) as data:
@@ -244,13 +255,28 @@ class PromptCache:
         except Exception:  # any damage: the entry is worthless, recompute it
             log.warning("ignoring corrupt cache entry %s", path)
             path.unlink(missing_ok=True)
+            self._forget_disk(key)
             return None
 
-    def _trim_disk(self) -> None:
+    def _scan_disk(self) -> None:
         assert self.directory is not None
-        files = sorted(self.directory.glob("*/*.npz"), key=lambda f: f.stat().st_mtime)
-        total = sum(f.stat().st_size for f in files)
-        while files and total > self.max_disk_bytes:
-            oldest = files.pop(0)
-            total -= oldest.stat().st_size
-            oldest.unlink(missing_ok=True)
+        found: list[tuple[int, str, int]] = []
+        for f in self.directory.glob("*/*.npz"):
+            try:
+                st = f.stat()
+            except FileNotFoundError:
+                continue
+            found.append((st.st_mtime_ns, f.stem, st.st_size))
+        for _, key, size in sorted(found):
+            self._disk[key] = size
+            self._disk_bytes += size
+
+    def _forget_disk(self, key: str) -> None:
+        self._disk_bytes -= self._disk.pop(key, 0)
+
+    def _trim_disk(self) -> None:
+        """Drop the oldest written entries until the folder fits ``max_disk_bytes``."""
+        while self._disk and self._disk_bytes > self.max_disk_bytes:
+            oldest, size = self._disk.popitem(last=False)
+            self._disk_bytes -= size
+            self._path(oldest).unlink(missing_ok=True)
