@@ -37,7 +37,7 @@ from runners.api_models import (
 from runners.config import EngineConfig
 from runners.edit_vocab import VOCABULARY, EditVocabulary
 from runners.engine import EditXEngine
-from runners.errors import EngineUnavailableError, InvalidInputError
+from runners.errors import USER_ERRORS, InvalidInputError
 from runners.log_buffer import LogRecordOut, install as install_log_buffer
 from runners.prompt_cache import CacheStats
 from runners.transcriber import Transcription
@@ -154,7 +154,7 @@ class EditXService:
             prompt = read_upload(prompt_audio, "prompt_audio", self.engine.config.max_upload_bytes)
             syn = self.engine.clone(prompt, prompt_text or None, target_text, seed=seed)
             return audio_response(syn, response_format, self.engine)  # type: ignore[return-value]
-        except (InvalidInputError, EngineUnavailableError) as exc:
+        except USER_ERRORS as exc:
             return error_response(exc)  # type: ignore[return-value]
 
     @bentoml.api(route="/edit")
@@ -183,7 +183,7 @@ class EditXService:
                 target_text=target_text or None, n_edit_iter=n_edit_iter, seed=seed,
             )
             return audio_response(syn, response_format, self.engine)  # type: ignore[return-value]
-        except (InvalidInputError, EngineUnavailableError) as exc:
+        except USER_ERRORS as exc:
             return error_response(exc)  # type: ignore[return-value]
 
     @bentoml.api(route="/transcribe")
@@ -197,7 +197,7 @@ class EditXService:
             require_ready(self.engine)
             clip = read_upload(audio, "audio", self.engine.config.max_upload_bytes)
             return self.engine.transcribe(clip, language or None)
-        except (InvalidInputError, EngineUnavailableError) as exc:
+        except USER_ERRORS as exc:
             return error_response(exc)  # type: ignore[return-value]
 
     # ------------------------------------------------------- GET endpoints
@@ -225,8 +225,7 @@ class EditXService:
     @web.post("/cache/clear", response_model=CacheStats, tags=["Service APIs"])
     def clear_cache(self) -> CacheStats:
         """Empty the prompt cache (memory and disk) and reset its statistics; returns them."""
-        self.engine.cache.clear()
-        log.info("prompt cache cleared on request")
+        self.engine.clear_prompt_cache()
         return self.engine.cache.stats()
 
 

@@ -19,7 +19,7 @@ from starlette.responses import JSONResponse, Response
 
 from runners.audio import Audio, AudioDecodeError, decode_audio, encode_audio
 from runners.engine import EditXEngine, Synthesis
-from runners.errors import EngineUnavailableError, InputTooLargeError, InvalidInputError
+from runners.errors import USER_ERRORS, EngineUnavailableError, InputTooLargeError, InvalidInputError
 
 log = logging.getLogger("editx.api")
 
@@ -184,7 +184,7 @@ def audio_response(syn: Synthesis, fmt: ResponseFormat, engine: EditXEngine) -> 
 # ------------------------------------------------------------------- errors
 def error_status(exc: BaseException) -> int | None:
     """The HTTP status of an error this service knows; None for a bug (→ 500)."""
-    if isinstance(exc, (InvalidInputError, EngineUnavailableError)):
+    if isinstance(exc, USER_ERRORS):
         return int(exc.status_code)
     return None
 

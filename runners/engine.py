@@ -330,6 +330,12 @@ class EditXEngine:
             log.info("prompt features computed in %.2f s (cache miss)", elapsed)
             return PreparedAudio(limited, tokens.codec_ids, mel, speaker)
 
+    def clear_prompt_cache(self) -> int:
+        """Empty the prompt cache (memory and disk) and its statistics; returns how many entries went."""
+        dropped = self.cache.clear()
+        log.info("prompt cache cleared on request (%d entries)", dropped)
+        return dropped
+
     def transcribe(self, audio: Audio, language: str | None = None) -> Transcription:
         """What is said in ``audio`` (Whisper), served from the prompt cache when seen before."""
         self.check_audio(audio)

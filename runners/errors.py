@@ -27,3 +27,7 @@ class EngineUnavailableError(RuntimeError):
     """The model could not be loaded or is not ready (HTTP 503)."""
 
     status_code = 503
+
+
+# The errors whose message is written for the user; anything else escaping a request is a bug.
+USER_ERRORS: tuple[type[Exception], ...] = (InvalidInputError, EngineUnavailableError)

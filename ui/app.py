@@ -26,7 +26,7 @@ from runners.api_models import TINY_NOTE, read_upload, require_ready
 from runners.audio import encode_audio
 from runners.edit_vocab import VOCABULARY
 from runners.engine import EditXEngine, Progress, Synthesis
-from runners.errors import EngineUnavailableError, InvalidInputError
+from runners.errors import USER_ERRORS, EngineUnavailableError, InvalidInputError
 from runners.log_buffer import LogRecordOut
 from runners.log_buffer import installed as installed_log_buffer
 
@@ -92,11 +92,17 @@ def _seed(value: float | int | None) -> int | None:
     return None if value is None or value == "" or int(value) < 0 else int(value)
 
 
-def _ready_engine(get_engine: EngineGetter) -> EditXEngine:
+def _engine_or_none(get_engine: EngineGetter) -> EditXEngine | None:
     try:
-        engine = get_engine()
-    except Exception as exc:  # the service is not instantiated yet
-        raise EngineUnavailableError("the service is still starting; try again in a moment") from exc
+        return get_engine()
+    except Exception:  # the service is not instantiated yet
+        return None
+
+
+def _ready_engine(get_engine: EngineGetter) -> EditXEngine:
+    engine = _engine_or_none(get_engine)
+    if engine is None:
+        raise EngineUnavailableError("the service is still starting; try again in a moment")
     require_ready(engine)
     return engine
 
@@ -236,7 +242,7 @@ def build_ui(get_engine: EngineGetter, *, tiny: bool = False) -> gr.Blocks:
             path, history, summary = clone_action(
                 engine, audio_path, prompt_text, target_text, _seed(seed), gradio_progress(progress)
             )
-        except (InvalidInputError, EngineUnavailableError) as exc:
+        except USER_ERRORS as exc:
             raise gr.Error(str(exc)) from None
         return path, history, history_messages(history), summary
 
@@ -249,7 +255,7 @@ def build_ui(get_engine: EngineGetter, *, tiny: bool = False) -> gr.Blocks:
                 engine, items, audio_path, prompt_text, edit_type, edit_info, target_text, n_iter,
                 _seed(seed), gradio_progress(progress),
             )
-        except (InvalidInputError, EngineUnavailableError) as exc:
+        except USER_ERRORS as exc:
             raise gr.Error(str(exc)) from None
         return path, items, history_messages(items), summary
 
@@ -267,23 +273,17 @@ def build_ui(get_engine: EngineGetter, *, tiny: bool = False) -> gr.Blocks:
     def on_transcribe(audio_path):  # noqa: ANN001, ANN202
         try:
             return transcribe_action(_ready_engine(get_engine), audio_path)
-        except (InvalidInputError, EngineUnavailableError) as exc:
+        except USER_ERRORS as exc:
             raise gr.Error(str(exc)) from None
 
-    def current_or_none() -> EditXEngine | None:
-        try:
-            return get_engine()
-        except Exception:  # the service is not instantiated yet
-            return None
-
     def on_tick():  # noqa: ANN202
-        engine = current_or_none()
+        engine = _engine_or_none(get_engine)
         return banner_text(engine), status_markdown(engine), recent_logs()
 
     def on_clear_cache():  # noqa: ANN202
-        engine = current_or_none()
+        engine = _engine_or_none(get_engine)
         if engine is not None:
-            dropped = engine.cache.clear()
+            dropped = engine.clear_prompt_cache()
             gr.Info(f"Prompt cache cleared ({dropped} entries)")
         return status_markdown(engine)
 
