@@ -8,8 +8,6 @@ and a corrupt cache file being ignored and rebuilt.
 from __future__ import annotations
 
 import threading
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -18,17 +16,9 @@ from starlette.testclient import TestClient
 from runners.audio_tokenizer import AudioTokenizer
 from runners.prompt_features import SpeakerEncoder
 from tests.service_helpers import in_process_service, service_env, tone, wav_bytes
+from tests.test_engine_lifecycle import wait_for
 
 VOICE = wav_bytes(tone(1.5))
-
-
-def _wait_for(condition: Callable[[], bool], timeout: float = 30.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.1)
-    return False
 
 
 def _edit(client: TestClient, seed: int = 0) -> int:
@@ -69,7 +59,7 @@ def test_lazy_load_then_idle_unload_then_racing_requests(tiny_root: Path) -> Non
         status = client.get("/status").json()
         assert status["load_count"] == 1 and status["time_until_unload_s"] is not None
 
-        assert _wait_for(lambda: client.get("/status").json()["state"] == "unloaded")
+        assert wait_for(lambda: client.get("/status").json()["state"] == "unloaded", timeout=30)
         status = client.get("/status").json()
         assert status["memory"]["weights_cpu_mb"] == 0.0
         report = status["last_unload"]
@@ -96,13 +86,13 @@ def test_lazy_load_then_idle_unload_then_racing_requests(tiny_root: Path) -> Non
 def test_prompt_cache_survives_a_service_restart(tiny_root: Path, tmp_path: Path, feature_calls: dict) -> None:
     env = {**service_env(tiny_root), "EDITX_CACHE_DIR": str(tmp_path / "cache")}
     with in_process_service(env) as (client, _):
-        assert _wait_for(lambda: client.get("/readyz").status_code == 200, timeout=120)
+        assert wait_for(lambda: client.get("/readyz").status_code == 200, timeout=120)
         _edit(client)
         assert feature_calls == {"tokenizer": 1, "mel": 1, "speaker": 1}
         assert client.get("/status").json()["cache"]["disk_entries"] >= 1
 
     with in_process_service(env) as (client, _):  # a new process would see the same folder
-        assert _wait_for(lambda: client.get("/readyz").status_code == 200, timeout=120)
+        assert wait_for(lambda: client.get("/readyz").status_code == 200, timeout=120)
         _edit(client)
         # Served from disk: neither the tokenizer nor the mel nor the speaker model ran.
         assert feature_calls == {"tokenizer": 1, "mel": 1, "speaker": 1}
@@ -113,7 +103,7 @@ def test_prompt_cache_survives_a_service_restart(tiny_root: Path, tmp_path: Path
         entry.write_bytes(entry.read_bytes()[:100])  # a crash mid-write, or a damaged disk
 
     with in_process_service(env) as (client, _):
-        assert _wait_for(lambda: client.get("/readyz").status_code == 200, timeout=120)
+        assert wait_for(lambda: client.get("/readyz").status_code == 200, timeout=120)
         _edit(client)
         assert feature_calls["tokenizer"] == 2  # the damaged entry was ignored and computed again
         _edit(client)
