@@ -24,6 +24,7 @@ faster-whisper already uses every CPU thread it is given).
 
 from __future__ import annotations
 
+import functools
 import gc
 import logging
 import os
@@ -103,6 +104,7 @@ def hub_offline(env: Mapping[str, str] | None = None) -> bool:
     return env.get("HF_HUB_OFFLINE", "").strip().lower() in _TRUE
 
 
+@functools.cache  # asked on every /status and UI refresh; the GPUs of a process do not change
 def cuda_available() -> bool:
     try:
         import ctranslate2
