@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import pytest
 from runners.config import EngineConfig
 from runners.engine import EditXEngine
 from runners.errors import EngineUnavailableError
+from tests.concurrency import race
 from tests.test_engine import voice
 
 
@@ -97,19 +97,7 @@ def test_idle_unload_frees_and_racing_requests_reload(tiny_root: Path) -> None:
         assert report["action"] == "unload" and "idle" in report["reason"]
         held = "weights_cuda_mb" if engine.device.type == "cuda" else "weights_cpu_mb"
         assert report["before"][held] > 1.0 and report["after"][held] == 0.0  # the weights were really let go
-        results: list[object] = []
-
-        def request(i: int) -> None:
-            try:
-                results.append(engine.clone(voice(), "prompt", f"Hi {i}.", seed=i))
-            except BaseException as exc:  # noqa: BLE001 - collected for the assertion
-                results.append(exc)
-
-        threads = [threading.Thread(target=request, args=(i,)) for i in range(3)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        results = race(lambda i: engine.clone(voice(), "prompt", f"Hi {i}.", seed=i), 3)
         assert all(not isinstance(r, BaseException) for r in results), results
         assert engine.load_count == 2  # reloaded once, shared by the racing requests
     finally:

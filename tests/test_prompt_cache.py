@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from pathlib import Path
 
 import torch
 
 from runners.prompt_cache import PromptCache, PromptFeatures, audio_key
+from tests.concurrency import race
 
 
 def features(n: int = 10, compute_s: float = 0.5) -> PromptFeatures:
@@ -108,22 +108,14 @@ def test_clear_empties_memory_and_disk(tmp_path: Path) -> None:
 
 def test_concurrent_use_is_safe(tmp_path: Path) -> None:
     cache = PromptCache(tmp_path, max_entries=8)
-    errors: list[BaseException] = []
 
     def worker(i: int) -> None:
-        try:
-            for j in range(20):
-                key = f"{(i + j) % 12:02d}key"
-                if cache.get(key) is None:
-                    cache.put(key, features(4))
-        except BaseException as exc:  # noqa: BLE001 - collected for the assertion
-            errors.append(exc)
+        for j in range(20):
+            key = f"{(i + j) % 12:02d}key"
+            if cache.get(key) is None:
+                cache.put(key, features(4))
 
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(6)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    errors = [r for r in race(worker, 6) if isinstance(r, BaseException)]
     assert not errors
     s = cache.stats()
     assert s.hits + s.misses == 120 and s.entries <= 8

@@ -7,7 +7,6 @@ and a corrupt cache file being ignored and rebuilt.
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 
 import pytest
@@ -15,6 +14,7 @@ from starlette.testclient import TestClient
 
 from runners.audio_tokenizer import AudioTokenizer
 from runners.prompt_features import SpeakerEncoder
+from tests.concurrency import race
 from tests.service_helpers import in_process_service, service_env, tone, wav_bytes
 from tests.test_engine_lifecycle import wait_for
 
@@ -66,19 +66,7 @@ def test_lazy_load_then_idle_unload_then_racing_requests(tiny_root: Path) -> Non
         assert "idle" in report["reason"] and report["before"]["weights_cpu_mb"] > report["after"]["weights_cpu_mb"]
         assert client.get("/readyz").status_code == 200  # unloaded for idleness is still ready
 
-        codes: list[int | BaseException] = []
-
-        def request(seed: int) -> None:
-            try:
-                codes.append(_edit(client, seed))
-            except BaseException as exc:  # noqa: BLE001 - collected for the assertion
-                codes.append(exc)
-
-        threads = [threading.Thread(target=request, args=(i,)) for i in range(4)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        codes = race(lambda seed: _edit(client, seed), 4)
         assert codes == [200] * 4
         assert client.get("/status").json()["load_count"] == 2  # one reload served all four
 
