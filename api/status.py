@@ -62,6 +62,7 @@ class StatusResponse(BaseModel):
     auto_transcribe: bool | None = Field(None, description="empty prompt_text/audio_text is transcribed")
     asr: dict[str, Any] | None = Field(None, description="the speech recognition model: name, device, state")
     memory: MemoryInfo
+    auth: Literal["on", "off"] = Field("off", description="whether API keys are required (EDITX_API_KEYS)")
     limits: Limits
     versions: dict[str, str]
 
@@ -81,8 +82,8 @@ def package_versions() -> dict[str, str]:
     return out
 
 
-def build_status(engine: EditXEngine) -> StatusResponse:
-    """engine.status() plus the limits, the versions and a plain note for the tiny model."""
+def build_status(engine: EditXEngine, *, auth: bool = False) -> StatusResponse:
+    """engine.status() plus the limits, the versions, whether keys are required and a note for the tiny model."""
     raw = dict(engine.status())
     cfg = engine.config
     raw["ready"] = bool(raw.get("ready", engine.is_loaded))
@@ -90,6 +91,7 @@ def build_status(engine: EditXEngine) -> StatusResponse:
     return StatusResponse(
         **raw,
         note=TINY_NOTE if engine.is_tiny else None,
+        auth="on" if auth else "off",
         limits=Limits(
             max_audio_s=cfg.max_audio_s,
             max_text_chars=cfg.max_text_chars,
