@@ -38,6 +38,7 @@ from api.uploads import FORM_OVERHEAD_BYTES, UploadLimitMiddleware, read_upload
 from runners.config import EngineConfig
 from runners.edit_vocab import VOCABULARY
 from runners.engine import EditXEngine
+from runners import privacy
 from runners.errors import USER_ERRORS
 from runners.transcriber import Transcription
 from ui import build_ui
@@ -110,6 +111,7 @@ class EditXService:
     def __init__(self) -> None:
         self.engine = make_engine()  # the configuration is read from the environment here, once
         self.http = HttpSettings.from_env()
+        privacy.configure(self.engine.config.log_content)
         if not self.http.keys():
             log.warning("authentication is off: anyone who reaches this port can use every route "
                         "(set EDITX_API_KEYS or EDITX_API_KEYS_FILE)")

@@ -23,6 +23,7 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse
 
+from runners import privacy
 from runners.errors import USER_ERRORS, InvalidInputError
 
 log = logging.getLogger("editx.api")
@@ -115,7 +116,7 @@ def error_response(exc: BaseException, path: str = "") -> JSONResponse:
         log.exception("unexpected error", exc_info=exc)
         return JSONResponse(error_body(path, 500, "internal error; see the server log"), status_code=500)
     message, field = str(exc), getattr(exc, "field", None)
-    log.warning("refused with %d: %s", status, message, extra={"stage": "request"})
+    log.warning("refused with %d: %s", status, privacy.redact(message), extra={"stage": "request"})
     return JSONResponse(error_body(path, status, message, field), status_code=status,
                         headers=retry_headers(status) or None)
 
@@ -141,7 +142,7 @@ def install_error_handlers(app: FastAPI) -> None:
     async def on_http_error(request: Request, exc: Exception) -> JSONResponse:
         # Starlette's own refusals (bad multipart, 404, 405) in the same shape, at INFO: the client erred.
         assert isinstance(exc, StarletteHTTPException)
-        log.info("refused with %d: %s", exc.status_code, exc.detail, extra={"stage": "request"})
+        log.info("refused with %d: %s", exc.status_code, privacy.redact(str(exc.detail)), extra={"stage": "request"})
         return JSONResponse(error_body(request.url.path, exc.status_code, str(exc.detail)),
                             status_code=exc.status_code, headers={**(exc.headers or {}),
                                                                   **retry_headers(exc.status_code)} or None)

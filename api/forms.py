@@ -25,6 +25,7 @@ from starlette.requests import Request
 
 from api.errors import send_error
 from api.uploads import ASGIApp, Message, Receive, Scope, Send
+from runners import privacy
 
 log = logging.getLogger("editx.api")
 
@@ -200,5 +201,5 @@ class FormGuardMiddleware:
         await self.app({**scope, "headers": headers}, replay, send)
 
     async def _refuse(self, send: Send, path: str, status: int, message: str, field: str | None) -> None:
-        log.info("refused with %d: %s", status, message, extra={"stage": "request"})
+        log.info("refused with %d: %s", status, privacy.redact(message), extra={"stage": "request"})
         await send_error(send, path, status, message, field)

@@ -48,6 +48,9 @@ class EngineConfig(BaseModel):
         None, gt=0, description="cap on generated tokens; unset = the official rule (prompt + output ≤ max_total_tokens)"
     )
 
+    log_content: bool = Field(
+        False, description="write transcripts, texts and edit values to the logs (and /logs); off = sizes only"
+    )
     audio_only_decoding: bool | None = Field(
         None, description="sample only audio ids and EOS; unset = on for tiny random models, off (official) otherwise"
     )
