@@ -31,6 +31,7 @@ from api.deps import current_engine, current_settings
 from api.errors import error_response
 from api.forms import FormGuardMiddleware
 from api.logs import install as install_log_buffer
+from api.openapi import OpenAPIMiddleware
 from api.responses import ResponseFormat, audio_response
 from api.settings import HttpSettings
 from api.status import require_ready
@@ -212,3 +213,5 @@ EditXService.add_asgi_middleware(AuthMiddleware, settings=current_settings)
 EditXService.add_asgi_middleware(AdmissionMiddleware, settings=current_settings)
 EditXService.add_asgi_middleware(UploadLimitMiddleware, max_body_bytes=_body_limit, settings=current_settings)
 EditXService.add_asgi_middleware(FormGuardMiddleware, routes=_form_routes)
+EditXService.add_asgi_middleware(OpenAPIMiddleware, multipart_apis=lambda: set(_form_routes()),
+                                 settings=current_settings)

@@ -291,7 +291,8 @@ def build_ui(get_engine: EngineGetter) -> gr.Blocks:
         return None, [], [], ""
 
     first = VOCABULARY.edit_types[0]
-    with gr.Blocks(title="Step-Audio-EditX") as demo:
+    # Gradio keeps every upload in its cache folder: files older than an hour go, checked every 10 min.
+    with gr.Blocks(title="Step-Audio-EditX", delete_cache=(600, 3600)) as demo:
         gr.Markdown("# Step-Audio-EditX\nZero-shot voice cloning and expressive speech editing.")
         banner = gr.Markdown("", elem_id="editx-banner")
         history_state = gr.State([])
