@@ -28,7 +28,7 @@ from api.admission import AdmissionMiddleware
 from api.app import build_app
 from api.auth import AuthMiddleware
 from api.deps import current_engine, current_settings
-from api.errors import error_response
+from api.errors import error_response, quiet_bentoml_validation_errors
 from api.forms import FormGuardMiddleware
 from api.logs import install as install_log_buffer
 from api.openapi import OpenAPIMiddleware
@@ -47,6 +47,7 @@ from ui import build_ui
 log = logging.getLogger("editx.service")
 LOGS = install_log_buffer("editx", include_access_log=True)  # what GET /logs and the UI log panel show
 metrics.install()  # /metrics labels by route template, never by raw path
+quiet_bentoml_validation_errors()  # a client's validation error is INFO without traceback, not ERROR
 
 _HERE = Path(__file__).resolve().parent
 _EDIT_TYPES = [s.name for s in VOCABULARY.edit_types]

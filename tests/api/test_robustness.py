@@ -54,8 +54,10 @@ def private_port() -> int:
 @pytest.fixture(scope="module")
 def server(tiny_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     tmp = tmp_path_factory.mktemp("server-tmp")
+    # Its own BENTOML_HOME: every `bentoml serve` on the machine empties $BENTOML_HOME/prometheus_multiproc_dir
+    # when it starts, which silently stops the metrics of any other server sharing it.
     env = {**service_env(tiny_root), "TMPDIR": str(tmp), "EDITX_UPLOAD_TIMEOUT_S": str(UPLOAD_TIMEOUT_S),
-           "EDITX_MAX_UPLOADS": str(MAX_UPLOADS)}
+           "EDITX_MAX_UPLOADS": str(MAX_UPLOADS), "BENTOML_HOME": str(tmp_path_factory.mktemp("bentoml-home"))}
     with pytest.MonkeyPatch.context() as mp:
         for key, value in env.items():
             mp.setenv(key, value)  # the server's worker process inherits these
@@ -244,9 +246,13 @@ def test_operator_routes_answer_under_a_burst(server: Server, prompt_wav: bytes)
         futures = [pool.submit(clone, i) for i in range(24)]
         time.sleep(1.0)
         for path in ("/status", "/metrics", "/livez", "/ui/"):
-            start = time.monotonic()
-            r = httpx.get(server.url + path, timeout=10)
-            assert r.status_code == 200 and time.monotonic() - start < 1.0, (path, r.status_code)
+            took = []
+            for _ in range(3):  # the median: one probe can lose the shared CPU to the 24 clones for a moment
+                start = time.monotonic()
+                r = httpx.get(server.url + path, timeout=10)
+                took.append(time.monotonic() - start)
+                assert r.status_code == 200, (path, r.status_code)
+            assert sorted(took)[1] < 1.0, (path, took)
         codes = [f.result() for f in futures]
     assert all(c in (200, 429, 503) for c in codes), codes
 
