@@ -124,11 +124,18 @@ def status_markdown(engine: EditXEngine | None) -> str:
     cache, asr, mem = st["cache"], st["asr"], st["memory"]
     assert isinstance(cache, dict) and isinstance(asr, dict) and isinstance(mem, dict)
     lines = [f"**Engine** {st['state']} on {st['device']} (LLM {st['llm_dtype']}), loaded {st['load_count']}×"]
+    weights = st.get("llm_weights")
+    llm_line = f"**LLM variant** {st.get('llm_quantization', 'none')}"
+    if isinstance(weights, dict):
+        llm_line += f", weights {weights['total_mb']:.1f} MiB ({weights['total_vs_bf16']:.0%} of bf16)"
+    if st.get("llm_quantization_note"):
+        llm_line += f"; {st['llm_quantization_note']}"
+    lines.append(llm_line)
     if st.get("error"):
         lines.append(f"**Error** `{st['error']}`")
     idle = f"**Idle** {st['idle_s']:.0f} s"
     if st.get("time_until_unload_s") is not None:
-        idle += f", {st['idle_action']} in {st['time_until_unload_s']:.0f} s"
+        idle += f", {st.get('idle_action_effective') or st['idle_action']} in {st['time_until_unload_s']:.0f} s"
     elif not st.get("idle_unload_s"):
         idle += " (idle unload off)"
     lines.append(idle)
