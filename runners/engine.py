@@ -316,7 +316,11 @@ class EditXEngine:
 
     # ---------------------------------------------------------------- stages
     def cache_settings(self) -> str:
-        """What besides the samples changes the prompt features: the model files used."""
+        """What besides the samples changes the prompt features: the model files used.
+
+        Not the LLM variant (EDITX_LLM_QUANTIZATION): the features come from the audio
+        tokenizer, the mel and the speaker model, which are the same for every variant.
+        """
         paths = self.paths or self.resolve_paths()
         return f"v1|{paths.root}|{self.config.funasr_id}"
 
