@@ -55,6 +55,30 @@ def parse_quantization(value: str | None) -> Quantization:
     return name  # type: ignore[return-value]
 
 
+class _FirstOnly(logging.Filter):
+    """Let a repeated bitsandbytes notice through once: its int8 matmul logs a warning on every call
+    whose inputs are not float16 (every layer, every decode step), which would flood the live log."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "inputs will be cast" not in message:
+            return True
+        if message in self.seen:
+            return False
+        self.seen.add(message)
+        return True
+
+
+def _quiet_bitsandbytes() -> None:
+    target = logging.getLogger("bitsandbytes.autograd._functions")
+    if not any(isinstance(f, _FirstOnly) for f in target.filters):
+        target.addFilter(_FirstOnly())
+
+
 def offload_supported(variant: str) -> bool:
     """Whether an idle engine may move this LLM to CPU memory (otherwise it unloads it)."""
     return variant not in UNLOADS_INSTEAD_OF_OFFLOAD
@@ -105,11 +129,13 @@ def load_step1(
         return model.to(device)
     kwargs: dict[str, object] = {"quantization_config": quant}
     if variant in ("int8", "nf4"):
+        _quiet_bitsandbytes()
         # bitsandbytes quantizes while the weights are placed: name the device up front.
         kwargs["device_map"] = {"": device.index if device.type == "cuda" and device.index is not None else str(device)}
     with warnings.catch_warnings():
-        # bitsandbytes warns once per layer that 32-bit inputs are cast to 16 bit for the int8 matmul.
-        warnings.filterwarnings("ignore", message=".*inputs will be cast from.*")
+        # For awq, transformers says the checkpoint's own quantization_config wins and only the loading
+        # option (dequantize) is taken from ours: exactly what is meant.
+        warnings.filterwarnings("ignore", message=".*already has a `quantization_config` attribute.*")
         model = Step1ForCausalLM.from_pretrained(str(llm_dir), dtype=dtype, local_files_only=True, **kwargs)
     if variant == "awq":
         model = model.to(device)

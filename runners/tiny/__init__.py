@@ -56,7 +56,11 @@ def write_tiny_awq_part(root: Path | str) -> Path:
     staging = Path(tempfile.mkdtemp(prefix=".awq-", dir=root))
     try:
         write_awq_folder(root / LLM_DIR, staging)
-        staging.rename(root / AWQ_DIR)
+        try:
+            staging.rename(root / AWQ_DIR)
+        except OSError:
+            if not (root / AWQ_DIR).is_dir():  # another process may have finished first: that copy is as good
+                raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return root / AWQ_DIR
