@@ -11,7 +11,8 @@ dimensions (3.5 B parameters, of which the embeddings and lm_head are 13 %),
 from the measured ratio of the layers: a computed figure, not a measurement.
 
 Decode: a ``--prompt``-token prefill, then ``--steps`` single-token steps with the KV
-cache; tokens/s = batch / median step time. Prints figures; asserts nothing.
+cache; tokens/s = batch / step time, for the fastest step and the median one, and per
+second of the process's CPU time (on a shared CPU the steadiest). Prints figures; asserts nothing.
 
     .venv/bin/python -m bench.bench_quantization                   # CPU, mid-size random model
     .venv/bin/python -m bench.bench_quantization --official-size --device cuda --dtype bf16
@@ -70,8 +71,13 @@ def _sync(device: torch.device) -> None:
 
 
 @torch.inference_mode()
-def decode_tokens_per_s(model: Step1ForCausalLM, batch: int, prompt: int, steps: int) -> float:
-    """Prefill ``prompt`` tokens per row, then time single-token steps; batch / median step time."""
+def decode_tokens_per_s(model: Step1ForCausalLM, batch: int, prompt: int, steps: int) -> tuple[float, float, float]:
+    """Prefill ``prompt`` tokens per row, then time single-token steps.
+
+    Returns tokens/s for the fastest step, the median step, and per second of this
+    process's CPU time (all threads). On a shared machine other work stretches the
+    wall clock but not the CPU time, so the last one is the steadiest on the CPU.
+    """
     device = next(model.parameters()).device
     vocab = model.config.vocab_size
     gen = torch.Generator().manual_seed(1)
@@ -81,15 +87,17 @@ def decode_tokens_per_s(model: Step1ForCausalLM, batch: int, prompt: int, steps:
     logits = model(ids, attention_mask=mask, cache=cache, use_cache=True, logits_to_keep=1).logits
     token = logits[:, -1:].argmax(-1)
     times: list[float] = []
+    cpu: list[float] = []
     for _ in range(steps + 2):  # the first two steps warm up
         mask = torch.cat([mask, torch.ones((batch, 1), dtype=mask.dtype, device=device)], dim=1)
         _sync(device)
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         logits = model(token, attention_mask=mask, cache=cache, use_cache=True).logits
         token = logits[:, -1:].argmax(-1)
         _sync(device)
         times.append(time.perf_counter() - started)
-    return batch / statistics.median(times[2:])
+        cpu.append(time.process_time() - cpu_started)
+    return batch / min(times[2:]), batch / statistics.median(times[2:]), batch * steps / sum(cpu[2:])
 
 
 def official_projection(layers_ratio: float, rest_ratio: float) -> float:
@@ -123,7 +131,7 @@ def main() -> None:
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 16])
     parser.add_argument("--prompt", type=int, default=64)
-    parser.add_argument("--steps", type=int, default=8)
+    parser.add_argument("--steps", type=int, default=12)
     args = parser.parse_args()
 
     device = torch.device(args.device)
@@ -152,7 +160,7 @@ def main() -> None:
               f"torch threads {torch.get_num_threads()}")
         print(disk_line)
         header = (f"{'variant':<8} {'load s':>7} {'whole MiB':>10} {'÷bf16':>6} {'layers MiB':>11} {'÷bf16':>6} "
-                  f"{'official ÷bf16':>15}" + "".join(f" {'tok/s b' + str(b):>11}" for b in args.batches))
+                  f"{'official ÷bf16':>15}" + "".join(f" {'b' + str(b) + ' tok/s best/med/CPU-s':>26}" for b in args.batches))
         print(header)
         for variant in args.variants:
             folder = awq if variant == "awq" else base
@@ -165,7 +173,7 @@ def main() -> None:
             speeds = [decode_tokens_per_s(model, b, args.prompt, args.steps) for b in args.batches]
             print(f"{variant:<8} {load_s:7.2f} {mem.total_mb:10.1f} {mem.total_vs_bf16:6.2f} {mem.layers_mb:11.1f} "
                   f"{mem.layers_vs_bf16:6.2f} {official_projection(mem.layers_vs_bf16, rest_ratio):15.2f}"
-                  + "".join(f" {s:11.1f}" for s in speeds))
+                  + "".join(f" {best:>10.1f} / {med:5.1f} / {per_cpu:5.1f}" for best, med, per_cpu in speeds))
             del model
 
 

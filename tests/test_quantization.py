@@ -230,8 +230,12 @@ def test_the_variant_is_not_part_of_the_prompt_cache_settings(awq_root: Path) ->
 
 
 def test_int8_idle_offload_unloads_instead_and_says_so(awq_root: Path) -> None:
+    from ui.app import status_markdown
+
     engine = _engine(awq_root, "int8", idle_action="offload").load()
     assert engine.status()["idle_action_effective"] == "unload"
+    shown = status_markdown(engine)  # the UI's status panel
+    assert "**LLM variant** int8, weights " in shown and "unloaded instead of offloaded" in shown
     assert "unloaded instead of offloaded" in str(engine.status()["llm_quantization_note"])
     engine.offload("idle for 1 s")
     assert engine.state == "unloaded"
