@@ -263,7 +263,7 @@ def voice_audio():  # noqa: ANN201
 
 # ---------------------------------------------------------------- over HTTP
 @pytest.mark.parametrize("variant", ["int8", "nf4", "awq"])
-def test_each_variant_serves_a_clone_and_an_edit(variant: str, tiny_root: Path) -> None:
+def test_each_variant_serves_a_clone_an_edit_and_a_stream(variant: str, tiny_root: Path) -> None:
     env = service_env(tiny_root) | {"EDITX_LLM_QUANTIZATION": variant}
     prompt = wav_bytes(tone(2.0))
     with in_process_service(env) as (client, _):
@@ -287,3 +287,8 @@ def test_each_variant_serves_a_clone_and_an_edit(variant: str, tiny_root: Path) 
                                  "seed": "1"})
         assert edit.status_code == 200, edit.text
         assert decode(edit.content)[0].size > 0
+        streamed = client.post("/clone", files={"prompt_audio": ("p.wav", prompt)},
+                               data={"prompt_text": "Please call Stella.", "target_text": "Good morning.", "seed": "1",
+                                     "stream": "true", "response_format": "pcm"})
+        assert streamed.status_code == 200, streamed.text
+        assert len(streamed.content) > 0
