@@ -211,7 +211,7 @@ class StreamingDecoder:
         up = self.t2w.flow.up_rate
         p = self._prompt_frames
         need = p + up * end_frame
-        if need > self._noise.size(-1):  # past ten minutes: a longer buffer (the whole call draws one too)
+        if need > self._noise.size(-1):  # past ten minutes the whole call's noise depends on its length: ours differs from here
             self._noise = seeded_noise(self.seed, self.t2w.flow.mel_channels, need)
         return torch.cat([self._noise[:, :, :p], self._noise[:, :, p + up * start_frame : need]], dim=2)
 
