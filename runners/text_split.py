@@ -5,7 +5,8 @@ sentences), then the pieces' audio is joined with short cross-fades.
 
 Rules of :func:`split_text`:
 
-- Whitespace is normalised (every run becomes one space; the ends are stripped).
+- Whitespace is normalised (every run becomes one space; the ends are stripped). A blank line
+  (paragraph break) always ends a sentence, so a title without a full stop stays apart.
 - A sentence ends after ``. ! ? ; …`` (a run of them, such as ``?!`` or ``...``) followed by any
   closing quotes or brackets, when a space, the end of the text or a CJK character follows; after
   ``。 ！ ？ ；`` (and their closers) it always ends. A full stop does not end a sentence after a
@@ -45,6 +46,7 @@ _CJK = re.compile(r"[\u2e80-\u2fff\u3040-\u30ff\u3100-\u31ff\u3400-\u4dbf\u4e00-
 _WORD_BEFORE_DOT = re.compile(r"([A-Za-z][A-Za-z.]*)$")
 _INITIAL = re.compile(r"(?:^|[\s(\"'.])[A-HJ-Z]$")  # "J. Smith", "J.R.R. Tolkien"; not "I."
 _TAG = re.compile(r"\[[^\[\]\s]{1,40}\]")  # [Laughter], [Surprise-oh], [Cantonese]
+_PARAGRAPH_BREAK = re.compile(r"\n[^\S\n]*\n\s*")
 _LANGUAGE_TAG = re.compile("^(" + "|".join(re.escape(t) for t in LANGUAGE_TAGS) + r")\s*", re.IGNORECASE)
 
 
@@ -54,21 +56,24 @@ def normalize_whitespace(text: str) -> str:
 
 def split_text(text: str, max_chars: int = DEFAULT_MAX_CHARS) -> list[str]:
     """Pieces of ``text`` for one clone each, every one ≤ ``max_chars`` (see the module docstring)."""
-    text = normalize_whitespace(text)
-    if not text:
+    paragraphs = [normalize_whitespace(p) for p in _PARAGRAPH_BREAK.split(text)]
+    paragraphs = [p for p in paragraphs if p]
+    if not paragraphs:
         return []
     tag = ""
-    m = _LANGUAGE_TAG.match(text)
+    m = _LANGUAGE_TAG.match(paragraphs[0])
     if m:
-        tag, text = m.group(1), text[m.end() :]
-        if not text:
+        tag, paragraphs[0] = m.group(1), paragraphs[0][m.end() :]
+        paragraphs = [p for p in paragraphs if p]
+        if not paragraphs:
             return [tag]
     limit = max_chars - (len(tag) + 1 if tag else 0)
     if limit < 1:
         raise ValueError(f"max_chars={max_chars} leaves no room next to the language tag {tag}")
     pieces: list[str] = []
-    for sentence in split_sentences(text):
-        pieces.extend(_fit(sentence, limit))
+    for paragraph in paragraphs:
+        for sentence in split_sentences(paragraph):
+            pieces.extend(_fit(sentence, limit))
     return [f"{tag} {p}" for p in pieces] if tag else pieces
 
 

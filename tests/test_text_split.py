@@ -56,8 +56,14 @@ def test_decimals_abbreviations_and_words_with_dots_are_not_split() -> None:
 
 
 def test_whitespace_is_normalised_and_empty_input_gives_no_pieces() -> None:
-    assert split_text("  Hello\n\n there.\tHow   are you?  ") == ["Hello there.", "How are you?"]
+    assert split_text("  Hello\n there.\tHow   are you?  ") == ["Hello there.", "How are you?"]
     assert split_text("") == [] and split_text(" \n\t ") == []
+
+
+def test_a_blank_line_ends_a_sentence_but_a_single_line_break_does_not() -> None:
+    text = "Chapter One\n\nIt was a dark night.\nThe end\n \n\n[Laughter] Really"
+    assert split_text(text) == ["Chapter One", "It was a dark night.", "The end", "[Laughter] Really"]
+    assert split_text("[Korean]\n\n안녕하세요.\n\n감사합니다") == ["[Korean] 안녕하세요.", "[Korean] 감사합니다"]
 
 
 def test_only_punctuation_is_one_piece() -> None:
