@@ -29,7 +29,8 @@ from api.app import build_app
 from api.deps import current_engine
 from api.errors import error_response
 from api.logs import install as install_log_buffer
-from api.engine_calls import run_cancellable, stream_response
+from api.engine_calls import client_gone_response, run_cancellable, stream_response
+from api.engine_metrics import PrometheusEvents
 from api.responses import ResponseFormat, audio_response, check_stream_format, stream_headers
 from api.status import require_ready
 from api.uploads import FORM_OVERHEAD_BYTES, UploadLimitMiddleware, read_upload
@@ -37,7 +38,7 @@ from runners.audio import DECODER_RATE
 from runners.config import EngineConfig
 from runners.edit_vocab import VOCABULARY
 from runners.engine import EditXEngine
-from runners.errors import USER_ERRORS
+from runners.errors import USER_ERRORS, RequestAbortedError
 from runners.transcriber import Transcription
 from ui import build_ui
 
@@ -106,6 +107,7 @@ class EditXService:
 
     def __init__(self) -> None:
         self.engine = make_engine()  # the configuration is read from the environment here, once
+        self.engine.events = PrometheusEvents()  # editx_* metrics on /metrics
         ui_blocks.max_file_size = self.engine.config.max_upload_bytes
         self._loader: threading.Thread | None = None
         if not self.engine.config.lazy_load:  # load in the background: /livez answers, /readyz says 503
@@ -160,6 +162,8 @@ class EditXService:
             return audio_response(syn, response_format, self.engine)  # type: ignore[return-value]
         except USER_ERRORS as exc:
             return error_response(exc)  # type: ignore[return-value]
+        except RequestAbortedError:
+            return client_gone_response()  # type: ignore[return-value]
 
     @bentoml.api(route="/edit")
     async def edit(
@@ -195,6 +199,8 @@ class EditXService:
             return audio_response(syn, response_format, self.engine)  # type: ignore[return-value]
         except USER_ERRORS as exc:
             return error_response(exc)  # type: ignore[return-value]
+        except RequestAbortedError:
+            return client_gone_response()  # type: ignore[return-value]
 
     @bentoml.api(route="/transcribe")
     async def transcribe(

@@ -120,6 +120,7 @@ class EditXEngine:
         self._decode_lock = threading.Lock()  # flow + vocoder: one chunk at a time, beside the LLM loop
         self._parts: dict[str, object] = {}
         self._loop: EngineLoop | None = None
+        self._tokens_reported = 0
         self.events = EngineEvents()
         cfg = self.config
         self.cache = PromptCache(
@@ -226,6 +227,7 @@ class EditXEngine:
         decode = decode_function(llm, cuda_graphs_mode(cfg.llm_quantization, cfg.cuda_graphs), cfg.max_batch)
         runner = LLMRunner(llm, cfg.max_batch, cfg.max_total_tokens, decode=decode)
         sync_every = 4 if self.device.type == "cuda" else 1
+        self._tokens_reported = 0
         self._loop = EngineLoop(runner, scheduler, sync_every=sync_every, on_step=self._on_step).start()
 
     def _stop_loop(self) -> None:
@@ -235,8 +237,12 @@ class EditXEngine:
 
     def _on_step(self, plan: SchedulerOutput, seconds: float) -> None:
         loop = self._loop
-        waiting = loop.scheduler.get_request_counts()[1] if loop is not None else 0
-        self.events.step(len(plan.decodes), waiting, len(plan.decodes) + sum(c.last for c in plan.prefills))
+        if loop is None:
+            return
+        stats = loop.scheduler.make_stats()
+        new_tokens = stats.generated_tokens - self._tokens_reported
+        self._tokens_reported = stats.generated_tokens
+        self.events.step(len(plan.decodes), stats.waiting, new_tokens)
 
     @property
     def ready(self) -> bool:
@@ -511,7 +517,8 @@ class EditXEngine:
     def _abort(self, requests: list[GenerationRequest]) -> None:
         loop = self._loop
         for request in requests:
-            if not request.finished and loop is not None:
+            if not request.finished and not request.abort_requested and loop is not None:
+                request.abort_requested = True
                 loop.abort(request.request_id)
                 self.events.aborted()
 
@@ -898,7 +905,7 @@ class EditXEngine:
             "cache": self.cache.stats().model_dump(),
             "auto_transcribe": cfg.auto_transcribe,
             "asr": self.transcriber.info().model_dump(),
-            "scheduler": self.scheduler_stats().model_dump() if self._loop is not None else None,
+            "scheduler": self.scheduler_stats().model_dump(),
             **self._llm_status(),
         }
 
