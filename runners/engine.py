@@ -159,6 +159,7 @@ class EditXEngine:
 
     def resolve_paths(self) -> ModelPaths:
         cfg = self.config
+        awq = cfg.llm_quantization == "awq"
         if cfg.is_tiny:
             from runners.tiny import TINY_MARKER, build_tiny_model_root
 
@@ -166,8 +167,13 @@ class EditXEngine:
             if not (root / TINY_MARKER).is_file():
                 log.warning("EDITX_MODEL_PATH=tiny: writing a random-weight model to %s (output is noise)", root)
                 build_tiny_model_root(root)
-            return ModelPaths(root, cfg.funasr_id).check()
-        return resolve_model_root(cfg.model_path, cfg.model_source, funasr_id=cfg.funasr_id)
+            if awq and ModelPaths(root, awq=True).awq_dir is None:
+                from runners.tiny import write_tiny_awq_part
+
+                log.warning("EDITX_LLM_QUANTIZATION=awq: writing the tiny AWQ-4bit checkpoint to %s", root)
+                write_tiny_awq_part(root)
+            return ModelPaths(root, cfg.funasr_id, awq).check()
+        return resolve_model_root(cfg.model_path, cfg.model_source, funasr_id=cfg.funasr_id, awq=awq)
 
     def load(self) -> "EditXEngine":
         """Load every part (idempotent). Raises EngineUnavailableError on failure."""
@@ -197,12 +203,13 @@ class EditXEngine:
 
         paths = self.paths = self.resolve_paths()
         cfg = self.config
-        text_tokenizer = TextTokenizer(paths.llm_dir)
+        text_tokenizer = TextTokenizer(paths.text_tokenizer_dir)
         self._parts = {
             "audio_tokenizer": AudioTokenizer(paths, device=self.device),
             "text_tokenizer": text_tokenizer,
             "prompt_builder": PromptBuilder(text_tokenizer),
-            "llm": Step1LM.from_pretrained(paths.llm_dir, device=self.device, dtype=cfg.llm_torch_dtype()),
+            "llm": Step1LM.from_pretrained(paths.llm_weights_dir, device=self.device, dtype=cfg.llm_torch_dtype(),
+                                           quantization=cfg.llm_quantization),
             "speaker_encoder": SpeakerEncoder(paths.decoder_dir / "campplus.onnx", device=self.device),
             "token2wav": Token2Wav(paths.decoder_dir, device=self.device, dtype=cfg.decoder_torch_dtype()),
         }
@@ -265,9 +272,16 @@ class EditXEngine:
 
     def offload(self, reason: str = "requested") -> None:
         """Move the torch weights to CPU memory; the next request moves them back."""
+        from runners.quantization import offload_supported
+
         with self._lock:
             self._drained.wait_for(lambda: self._inflight == 0)
             if self.state != "loaded":
+                return
+            if not offload_supported(self.config.llm_quantization):
+                log.info("the %s LLM is unloaded instead of offloaded: bitsandbytes weights are not moved "
+                         "between devices", self.config.llm_quantization)
+                self.unload(f"{reason}; offload of a {self.config.llm_quantization} LLM unloads instead")
                 return
             before = self.memory()
             self._stop_loop()  # its cache goes too; the loop starts again with the weights
@@ -394,7 +408,11 @@ class EditXEngine:
 
     # ---------------------------------------------------------------- stages
     def cache_settings(self) -> str:
-        """What besides the samples changes the prompt features: the model files used."""
+        """What besides the samples changes the prompt features: the model files used.
+
+        Not the LLM variant (EDITX_LLM_QUANTIZATION): the features come from the audio
+        tokenizer, the mel and the speaker model, which are the same for every variant.
+        """
         paths = self.paths or self.resolve_paths()
         return f"v1|{paths.root}|{self.config.funasr_id}"
 
@@ -886,6 +904,7 @@ class EditXEngine:
             "auto_transcribe": cfg.auto_transcribe,
             "asr": self.transcriber.info().model_dump(),
             "scheduler": self.scheduler_stats().model_dump(),
+            **self._llm_status(),
         }
 
     def scheduler_stats(self) -> SchedulerStats:
@@ -897,6 +916,13 @@ class EditXEngine:
                                   batch_size=0, steps=0, generated_tokens=0, aborted=0, finished=0,
                                   tokens_per_s=0.0)
         return loop.scheduler.make_stats()
+
+    def _llm_status(self) -> dict[str, object]:
+        """The LLM variant, its weight memory once loaded, and what idle does with it."""
+        from runners.quantization import llm_status
+
+        llm = self._parts.get("llm")
+        return llm_status(self.config.llm_quantization, getattr(llm, "model", None), self.config.idle_action)
 
     def _time_until_unload(self) -> float | None:
         if self.config.idle_unload_s <= 0 or self.state != "loaded":
