@@ -42,6 +42,8 @@ from runners.log_buffer import LogRecordOut, install as install_log_buffer
 from runners.prompt_cache import CacheStats
 from runners.transcriber import Transcription
 from runners.upload_limit import UploadLimitMiddleware
+from runners.voices import VoiceRegistry
+from api.openai import build_router as openai_router
 from ui import build_ui
 
 log = logging.getLogger("editx.service")
@@ -97,6 +99,14 @@ web = gr.mount_gradio_app(web, ui_blocks, path="/ui", max_file_size=_STARTUP_CON
                           footer_links=["api"], show_error=True)
 
 
+def current_service() -> "EditXService":
+    """The running service instance (its engine and voice registry): what the /v1 routes use."""
+    return bentoml.get_current_service()
+
+
+web.include_router(openai_router(current_service))
+
+
 def _body_limit() -> int:
     return EngineConfig.from_env().max_upload_bytes + FORM_OVERHEAD_BYTES
 
@@ -116,6 +126,7 @@ class EditXService:
 
     def __init__(self) -> None:
         self.engine = make_engine()
+        self.voices = VoiceRegistry(self.engine.config.voices_dir)
         ui_blocks.max_file_size = self.engine.config.max_upload_bytes
         self._loader: threading.Thread | None = None
         if not self.engine.config.lazy_load:  # load in the background: /livez answers, /readyz says 503
@@ -141,8 +152,11 @@ class EditXService:
     @bentoml.api(route="/clone")
     def clone(
         self,
-        prompt_audio: Path = Field(description="voice to clone: WAV/FLAC/OGG/MP3, 0.1–30 s (any declared type)"),
         target_text: str = Field(description="what the cloned voice should say"),
+        prompt_audio: Path | None = Field(None, description="voice to clone: WAV/FLAC/OGG/MP3, 0.1–30 s "
+                                                           "(any declared type); or give `voice`"),
+        voice: str = Field("", description="id of a voice registered with POST /v1/audio/voices, "
+                                           "instead of prompt_audio (its transcript is used when prompt_text is empty)"),
         prompt_text: str = Field("", description="exact transcript of prompt_audio; empty = transcribed "
                                                  "automatically (EDITX_AUTO_TRANSCRIBE)"),
         seed: int | None = Field(None, ge=0, le=2**32 - 1, description="fixes sampling; empty = random"),
@@ -151,7 +165,17 @@ class EditXService:
         """Speak target_text in the voice of prompt_audio. Returns audio; metadata in X-EditX-* headers."""
         try:
             require_ready(self.engine)
-            prompt = read_upload(prompt_audio, "prompt_audio", self.engine.config.max_upload_bytes)
+            if voice and prompt_audio is not None:
+                raise InvalidInputError("give prompt_audio or voice, not both", field="voice")
+            if voice:
+                stored = self.voices.load(voice)
+                self.voices.prime(stored, self.engine)
+                prompt, prompt_text = stored.audio, prompt_text or stored.voice.text
+            elif prompt_audio is None:
+                raise InvalidInputError("prompt_audio is required (or give voice: a registered voice id)",
+                                        field="prompt_audio")
+            else:
+                prompt = read_upload(prompt_audio, "prompt_audio", self.engine.config.max_upload_bytes)
             syn = self.engine.clone(prompt, prompt_text or None, target_text, seed=seed)
             return audio_response(syn, response_format, self.engine)  # type: ignore[return-value]
         except USER_ERRORS as exc:

@@ -1,0 +1,84 @@
+"""Errors of the /v1 routes in OpenAI's shape: ``{"error": {"message", "type", "param", "code"}}``.
+
+OpenAI's clients pick their exception by status (400 BadRequestError, 401
+AuthenticationError, 404 NotFoundError, 409 ConflictError, 413, 429 RateLimitError,
+503 …), and show ``message``. One route class maps every error raised by a /v1 route, so
+no route carries its own try/except; the native routes keep their ``{error, field}`` body.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from fastapi import HTTPException, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
+
+from api.openai.protocol import ErrorInfo, ErrorResponse
+from runners.errors import USER_ERRORS
+
+log = logging.getLogger("editx.api.openai")
+
+_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    409: "conflict_error",
+    413: "invalid_request_error",
+    422: "invalid_request_error",
+    429: "rate_limit_error",
+    503: "service_unavailable_error",
+}
+_CODES = {404: "not_found", 409: "conflict", 413: "too_large", 429: "rate_limited", 503: "unavailable"}
+
+
+def openai_error(status: int, message: str, param: str | None = None, code: str | None = None,
+                 headers: dict[str, str] | None = None) -> JSONResponse:
+    body = ErrorResponse(error=ErrorInfo(message=message, type=_TYPES.get(status, "server_error"), param=param,
+                                         code=code or _CODES.get(status)))
+    return JSONResponse(body.model_dump(), status_code=status, headers=headers)
+
+
+def error_to_response(exc: Exception) -> JSONResponse:
+    """The one mapping from an exception raised under /v1 to its answer."""
+    if isinstance(exc, RequestValidationError):
+        first = exc.errors()[0] if exc.errors() else {}
+        loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path", "form")]
+        param = ".".join(loc) or None
+        message = str(first.get("msg", "invalid request")).removeprefix("Value error, ")
+        if first.get("type") == "missing":
+            message = f"{param} is required"
+        elif first.get("type") == "literal_error" and param:
+            message = f"{param}: {message}"
+        elif param and param not in message:
+            message = f"{param}: {message}"
+        log.warning("refused with 400: %s", message, extra={"stage": "request"})
+        return openai_error(400, message, param=param)
+    if isinstance(exc, HTTPException):
+        return openai_error(exc.status_code, str(exc.detail), headers=dict(exc.headers or {}) or None)
+    if isinstance(exc, USER_ERRORS):
+        status = int(getattr(exc, "status_code", 400))
+        log.warning("refused with %d: %s", status, exc, extra={"stage": "request"})
+        headers = {"Retry-After": str(getattr(exc, "retry_after", 10))} if status in (429, 503) else None
+        return openai_error(status, str(exc), param=getattr(exc, "field", None), headers=headers)
+    log.exception("unexpected error", exc_info=exc)
+    return openai_error(500, "internal error; see the server log", code="internal_error")
+
+
+class OpenAIRoute(APIRoute):
+    """An APIRoute whose errors (validation included) are answered in OpenAI's shape."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def handle(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except Exception as exc:  # noqa: BLE001 - every error becomes an answer; bugs are logged
+                return error_to_response(exc)
+
+        return handle

@@ -1,0 +1,175 @@
+"""POST /v1/audio/speech: clone a registered voice, optionally edit it, and send the audio as it is encoded.
+
+* ``stream_format=audio`` (default): the encoded bytes are sent as they are made; with
+  ``sse``, each piece travels base64-encoded in a ``speech.audio.delta`` event and a final
+  ``speech.audio.done`` event carries the usage.
+* Without ``instructions`` and with an engine that streams (``engine.clone_stream``), the
+  first bytes leave while the rest is still being generated. Edit passes need the whole
+  clone first, so an edited answer is streamed once it is finished, through the same path.
+* Errors found before the first byte (bad voice, text, instructions, a full queue) are
+  answered with their status; the first chunk is produced before the response starts.
+"""
+
+from __future__ import annotations
+
+import base64
+import inspect
+import json
+import logging
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
+
+import numpy as np
+import torch
+from fastapi import APIRouter
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import Response, StreamingResponse
+
+from api.openai.backend import BackendProvider, require_ready
+from api.openai.errors import OpenAIRoute
+from api.openai.protocol import EditPass, SpeechRequest, SpeechUsage
+from runners.audio import DECODER_RATE, Audio
+from runners.audio_encoders import MEDIA_TYPES, AudioEncoder, encode, split
+
+log = logging.getLogger("editx.api.openai")
+
+STREAM_PIECE_S = 0.5  # a finished answer is encoded and sent in pieces of this length
+_END = object()
+
+
+def supports(fn: Callable[..., Any], parameter: str) -> bool:
+    """Whether ``fn`` takes ``parameter`` (the engine grows ``speed`` and streaming during this work)."""
+    try:
+        return parameter in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+class _Result:
+    """What a speech request produced: audio pieces (lazy when streamed) and what is known up front."""
+
+    def __init__(self, pieces: Iterator[np.ndarray], headers: dict[str, str], finished: np.ndarray | None) -> None:
+        self.pieces = pieces
+        self.headers = headers
+        self.finished = finished  # the whole waveform when it was made before answering
+        self.tokens = 0
+
+
+def _synthesize(engine: Any, request: SpeechRequest, args: dict[str, Any], passes: list[EditPass]) -> _Result:
+    """Run the clone (streamed when possible) and the edit passes."""
+    from runners.api_models import synthesis_headers
+
+    if not passes and hasattr(engine, "clone_stream"):
+        stream = engine.clone_stream(**args)
+        first = next(stream)  # errors before the first chunk become statuses
+
+        def pieces() -> Iterator[np.ndarray]:
+            try:
+                yield np.asarray(first.samples, dtype=np.float32)
+                for chunk in stream:
+                    yield np.asarray(chunk.samples, dtype=np.float32)
+            finally:
+                stream.close()  # a client that went away aborts the generation
+
+        return _Result(pieces(), {"X-EditX-Sample-Rate": str(DECODER_RATE), "X-EditX-Streamed": "true"}, None)
+
+    syn = engine.clone(**args)
+    total = {"tokens": syn.generated_tokens, "iterations": 1}
+    timings = dict(syn.timings)
+    for k, edit in enumerate(passes):
+        seed = None if request.seed is None else request.seed + 1 + k
+        audio = Audio(torch.from_numpy(np.ascontiguousarray(syn.samples)), syn.sample_rate)
+        syn = engine.edit(audio, request.input, edit.edit_type, edit.edit_info, seed=seed)
+        total["tokens"] += syn.generated_tokens
+        total["iterations"] += 1
+        for stage, seconds in syn.timings.items():
+            timings[stage] = timings.get(stage, 0.0) + seconds
+    syn.generated_tokens, syn.iterations, syn.timings = total["tokens"], total["iterations"], timings
+    headers = synthesis_headers(syn, engine)
+    headers["X-EditX-Streamed"] = "false"
+    result = _Result(split(syn.samples, syn.sample_rate, STREAM_PIECE_S), headers, syn.samples)
+    result.tokens = syn.generated_tokens
+    return result
+
+
+def _encoded(result: _Result, fmt: str) -> Iterator[bytes]:
+    """The answer's bytes, piece by piece, from one incremental encoder."""
+    if result.finished is not None and fmt == "flac":
+        # A whole flac is written with its length in the header (a streamed one cannot go back for it).
+        body = encode(result.finished, DECODER_RATE, fmt)
+        for start in range(0, len(body), 64 * 1024):
+            yield body[start:start + 64 * 1024]
+        return
+    known = None if result.finished is None else int(result.finished.size)
+    yield from AudioEncoder(fmt, DECODER_RATE, known_length=known).stream(result.pieces)
+
+
+def _sse(pieces: Iterator[bytes], usage: Callable[[], SpeechUsage]) -> Iterator[bytes]:
+    for piece in pieces:
+        event = {"type": "speech.audio.delta", "audio": base64.b64encode(piece).decode()}
+        yield f"data: {json.dumps(event)}\n\n".encode()
+    done = {"type": "speech.audio.done", "usage": usage().model_dump()}
+    yield f"data: {json.dumps(done)}\n\n".encode()
+
+
+async def _relay(pieces: Iterator[bytes]) -> AsyncIterator[bytes]:
+    """Pull each piece in a worker thread; when the client goes away, close the source (aborting it)."""
+    try:
+        while True:
+            piece = await run_in_threadpool(next, pieces, _END)
+            if piece is _END:
+                return
+            yield piece  # type: ignore[misc]
+    finally:
+        try:
+            pieces.close()  # type: ignore[attr-defined]
+        except (AttributeError, ValueError):  # still running in its thread: it ends with the generation
+            pass
+
+
+def router(backend: BackendProvider) -> APIRouter:
+    api = APIRouter(route_class=OpenAIRoute, tags=["OpenAI-compatible"])
+
+    @api.post(
+        "/v1/audio/speech",
+        response_class=Response,
+        responses={200: {"content": {t: {} for t in sorted(set(MEDIA_TYPES.values()))} | {"text/event-stream": {}}}},
+    )
+    def create_speech(request: SpeechRequest) -> Response:
+        """Speak ``input`` in a registered voice; ``instructions`` add edit passes (emotion, style, speed)."""
+        svc = backend()
+        engine = svc.engine
+        require_ready(engine)
+        passes = request.edit_passes()
+        stored = svc.voices.load(request.voice)
+        primed = svc.voices.prime(stored, engine)
+        with_speed = supports(engine.clone, "speed")
+        result = _synthesize(engine, request, request.to_clone_args(stored, with_speed=with_speed), passes)
+        applied = ", ".join(p.label() for p in passes)
+        speed_note = f"{request.speed:g}" if with_speed or request.speed == 1.0 else "1 (speed is not supported yet)"
+        if not with_speed and request.speed != 1.0:
+            log.warning("speed=%g requested but the engine has no speed control yet; answering at speed 1",
+                        request.speed)
+        log.info("speech: voice %s, %s, instructions [%s], speed %s, streamed %s%s", request.voice,
+                 request.response_format, applied or "none", speed_note, result.headers["X-EditX-Streamed"],
+                 ", features from the voice registry" if primed else "", extra={"stage": "request"})
+        headers = {
+            **result.headers,
+            "X-EditX-Model": request.model,
+            "X-EditX-Voice": request.voice,
+            "X-EditX-Instructions": applied,
+            "X-EditX-Edit-Passes": str(len(passes)),
+            "X-EditX-Speed": f"{request.speed:g}" if with_speed else "1",
+            "X-EditX-Speed-Applied": "true" if with_speed else ("false" if request.speed != 1.0 else "true"),
+        }
+        body = _encoded(result, request.response_format)
+        if request.stream_format == "sse":
+            def usage() -> SpeechUsage:
+                return SpeechUsage(input_tokens=len(request.input), output_tokens=result.tokens,
+                                   total_tokens=len(request.input) + result.tokens)
+
+            return StreamingResponse(_relay(_sse(body, usage)), media_type="text/event-stream", headers=headers)
+        headers["Content-Disposition"] = f'attachment; filename="speech.{request.response_format}"'
+        return StreamingResponse(_relay(body), media_type=MEDIA_TYPES[request.response_format], headers=headers)
+
+    return api
