@@ -1,8 +1,8 @@
 """editx-serve: Step-Audio-EditX as ONE BentoML service (API + Gradio UI + docs + health, one port).
 
 Thin glue only: the model lives in :class:`runners.engine.EditXEngine` (one per
-process), request/response models, error mapping and the upload cap live in
-``runners.api_models`` and ``runners.upload_limit``, the UI in ``ui``.
+process), everything HTTP (routes besides the audio APIs, request/response
+models, error mapping, the upload cap, logs) in ``api``, the UI in ``ui``.
 
 Routes: POST /clone, POST /edit (audio bytes back, metadata in X-EditX-*
 headers), POST /transcribe, GET /status, GET /vocabulary, GET /logs,
@@ -16,34 +16,26 @@ import logging
 import threading
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import bentoml
-import fastapi
 import gradio as gr
 from bentoml.validators import ContentType
 from pydantic import Field
 
-from runners.api_models import (
-    FORM_OVERHEAD_BYTES,
-    ResponseFormat,
-    StatusResponse,
-    audio_response,
-    build_status,
-    error_response,
-    read_upload,
-    require_ready,
-)
+from api.app import build_app
+from api.deps import current_engine
+from api.errors import error_response
+from api.logs import install as install_log_buffer
+from api.responses import ResponseFormat, audio_response
+from api.status import require_ready
+from api.uploads import FORM_OVERHEAD_BYTES, UploadLimitMiddleware, read_upload
 from runners.config import EngineConfig
-from runners.edit_vocab import VOCABULARY, EditVocabulary
+from runners.edit_vocab import VOCABULARY
 from runners.engine import EditXEngine
 from runners.errors import USER_ERRORS, InvalidInputError
-from runners.log_buffer import LogRecordOut, install as install_log_buffer
-from runners.prompt_cache import CacheStats
 from runners.transcriber import Transcription
-from runners.upload_limit import UploadLimitMiddleware
 from runners.voices import VoiceRegistry
-from api.openai import build_router as openai_router
 from ui import build_ui
 
 log = logging.getLogger("editx.service")
@@ -60,11 +52,6 @@ def make_engine() -> EditXEngine:
 
 def before_load(engine: EditXEngine) -> None:
     """Hook run in the loader thread right before ``engine.load()``; tests use it to hold loading open."""
-
-
-def current_engine() -> EditXEngine:
-    """The engine of the running service instance: what the UI's callbacks use."""
-    return bentoml.get_current_service().engine
 
 
 def _image() -> bentoml.images.Image:
@@ -92,23 +79,13 @@ def _image() -> bentoml.images.Image:
     return image
 
 
-_STARTUP_CONFIG = EngineConfig.from_env()
-ui_blocks: gr.Blocks = build_ui(current_engine, tiny=_STARTUP_CONFIG.is_tiny)
-web = fastapi.FastAPI(title="editx-serve", docs_url=None, redoc_url=None, openapi_url=None)
-web = gr.mount_gradio_app(web, ui_blocks, path="/ui", max_file_size=_STARTUP_CONFIG.max_upload_bytes,
-                          footer_links=["api"], show_error=True)
-
-
-def current_service() -> "EditXService":
-    """The running service instance (its engine and voice registry): what the /v1 routes use."""
-    return bentoml.get_current_service()
-
-
-web.include_router(openai_router(current_service))
+ui_blocks: gr.Blocks = build_ui(current_engine)
+web = build_app(ui_blocks)
 
 
 def _body_limit() -> int:
-    return EngineConfig.from_env().max_upload_bytes + FORM_OVERHEAD_BYTES
+    """The body cap of the running instance: its engine's upload limit plus the form fields' room."""
+    return current_engine().config.max_upload_bytes + FORM_OVERHEAD_BYTES
 
 
 @bentoml.asgi_app(web, path="/")
@@ -125,8 +102,8 @@ class EditXService:
     """Zero-shot voice cloning and expressive speech editing (Step-Audio-EditX)."""
 
     def __init__(self) -> None:
-        self.engine = make_engine()
-        self.voices = VoiceRegistry(self.engine.config.voices_dir)
+        self.engine = make_engine()  # the configuration is read from the environment here, once
+        self.voices = VoiceRegistry(self.engine.config.voices_dir)  # what /v1/audio/voices and `voice` use
         ui_blocks.max_file_size = self.engine.config.max_upload_bytes
         self._loader: threading.Thread | None = None
         if not self.engine.config.lazy_load:  # load in the background: /livez answers, /readyz says 503
@@ -155,8 +132,8 @@ class EditXService:
         target_text: str = Field(description="what the cloned voice should say"),
         prompt_audio: Path | None = Field(None, description="voice to clone: WAV/FLAC/OGG/MP3, 0.1–30 s "
                                                            "(any declared type); or give `voice`"),
-        voice: str = Field("", description="id of a voice registered with POST /v1/audio/voices, "
-                                           "instead of prompt_audio (its transcript is used when prompt_text is empty)"),
+        voice: str = Field("", description="id of a voice registered with POST /v1/audio/voices, instead of "
+                                           "prompt_audio (its transcript is used when prompt_text is empty)"),
         prompt_text: str = Field("", description="exact transcript of prompt_audio; empty = transcribed "
                                                  "automatically (EDITX_AUTO_TRANSCRIBE)"),
         seed: int | None = Field(None, ge=0, le=2**32 - 1, description="fixes sampling; empty = random"),
@@ -223,34 +200,6 @@ class EditXService:
             return self.engine.transcribe(clip, language or None)
         except USER_ERRORS as exc:
             return error_response(exc)  # type: ignore[return-value]
-
-    # ------------------------------------------------------- GET endpoints
-    @web.get("/status", response_model=StatusResponse, tags=["Service APIs"])
-    def status(self) -> StatusResponse:
-        """Engine state (loaded/loading/unloaded/failed and why), device, dtypes, model, memory, versions."""
-        return build_status(self.engine)
-
-    @web.get("/vocabulary", response_model=EditVocabulary, tags=["Service APIs"])
-    def vocabulary(self) -> EditVocabulary:
-        """Every edit_type with its allowed edit_info values, and the paralinguistic tags."""
-        return self.engine.vocabulary
-
-    @web.get("/logs", response_model=list[LogRecordOut], tags=["Service APIs"])
-    def logs(self, limit: int = 100, min_level: str = "INFO", since: float | None = None) -> Any:
-        """The newest log records of this process (requests, stage timings, cache hits, loads, errors).
-
-        Pass the last record's ``created`` back as ``since`` to poll only for newer ones.
-        """
-        try:
-            return LOGS.records(limit=min(limit, 1000), min_level=min_level, since=since)
-        except InvalidInputError as exc:
-            return error_response(exc)
-
-    @web.post("/cache/clear", response_model=CacheStats, tags=["Service APIs"])
-    def clear_cache(self) -> CacheStats:
-        """Empty the prompt cache (memory and disk) and reset its statistics; returns them."""
-        self.engine.clear_prompt_cache()
-        return self.engine.cache.stats()
 
 
 EditXService.add_asgi_middleware(UploadLimitMiddleware, max_body_bytes=_body_limit)

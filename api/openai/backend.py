@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Protocol
 from fastapi import UploadFile
 
 from runners.audio import Audio, AudioDecodeError, decode_audio
-from runners.errors import EngineUnavailableError, InputTooLargeError, InvalidInputError
+from runners.errors import InputTooLargeError, InvalidInputError
 
 if TYPE_CHECKING:
     from runners.engine import EditXEngine
@@ -23,15 +23,6 @@ class Backend(Protocol):
 
 
 BackendProvider = Callable[[], Backend]
-
-
-def require_ready(engine: "EditXEngine") -> None:
-    """503 at once while the first load runs or after a failed load (instead of waiting on the engine)."""
-    if engine.ready:
-        return
-    if engine.state == "failed":
-        raise EngineUnavailableError(f"the model failed to load: {engine.error}; see GET /status")
-    raise EngineUnavailableError("the model is still loading; retry when GET /readyz answers 200")
 
 
 def read_audio(upload: UploadFile | None, field: str, max_bytes: int) -> Audio:

@@ -25,8 +25,10 @@ from fastapi import APIRouter
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response, StreamingResponse
 
-from api.openai.backend import BackendProvider, require_ready
+from api.openai.backend import BackendProvider
+from api.responses import synthesis_headers
 from api.openai.errors import OpenAIRoute
+from api.status import require_ready
 from api.openai.protocol import EditPass, SpeechRequest, SpeechUsage
 from runners.audio import DECODER_RATE, Audio
 from runners.audio_encoders import MEDIA_TYPES, AudioEncoder, encode, split
@@ -57,8 +59,6 @@ class _Result:
 
 def _synthesize(engine: Any, request: SpeechRequest, args: dict[str, Any], passes: list[EditPass]) -> _Result:
     """Run the clone (streamed when possible) and the edit passes."""
-    from runners.api_models import synthesis_headers
-
     if not passes and hasattr(engine, "clone_stream"):
         stream = engine.clone_stream(**args)
         first = next(stream)  # errors before the first chunk become statuses

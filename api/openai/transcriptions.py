@@ -7,8 +7,9 @@ from typing import Annotated
 from fastapi import APIRouter, File, Form, UploadFile
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 
-from api.openai.backend import BackendProvider, read_audio, require_ready
+from api.openai.backend import BackendProvider, read_audio
 from api.openai.errors import OpenAIRoute
+from api.status import require_ready
 from api.openai.protocol import (
     TRANSCRIPTION_MODEL,
     TranscriptionFormat,
