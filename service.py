@@ -24,7 +24,7 @@ from bentoml.validators import ContentType
 from pydantic import Field
 
 from api.app import build_app
-from api.deps import current_engine
+from api.deps import current_engine, current_service
 from api.errors import error_response
 from api.logs import install as install_log_buffer
 from api.responses import ResponseFormat, audio_response
@@ -79,7 +79,7 @@ def _image() -> bentoml.images.Image:
     return image
 
 
-ui_blocks: gr.Blocks = build_ui(current_engine)
+ui_blocks: gr.Blocks = build_ui(current_engine, lambda: current_service().voices)
 web = build_app(ui_blocks)
 
 
