@@ -130,8 +130,9 @@ class EditXService:
     def clone(
         self,
         target_text: str = Field(description="what the cloned voice should say"),
-        prompt_audio: Path | None = Field(None, description="voice to clone: WAV/FLAC/OGG/MP3, 0.1–30 s "
-                                                           "(any declared type); or give `voice`"),
+        # `Path` with a None default, not `Path | None`: BentoML 1.4.40 decodes no upload into an optional Path.
+        prompt_audio: Path = Field(None, description="voice to clone: WAV/FLAC/OGG/MP3, 0.1–30 s "  # type: ignore[assignment]
+                                                    "(any declared type); or give `voice`"),
         voice: str = Field("", description="id of a voice registered with POST /v1/audio/voices, instead of "
                                            "prompt_audio (its transcript is used when prompt_text is empty)"),
         prompt_text: str = Field("", description="exact transcript of prompt_audio; empty = transcribed "

@@ -14,8 +14,11 @@ from __future__ import annotations
 
 import base64
 import inspect
+import itertools
 import json
 import logging
+import threading
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
@@ -32,6 +35,7 @@ from api.status import require_ready
 from api.openai.protocol import EditPass, SpeechRequest, SpeechUsage
 from runners.audio import DECODER_RATE, Audio
 from runners.audio_encoders import MEDIA_TYPES, AudioEncoder, encode, split
+from runners.tokens import TOKENS_PER_SECOND
 
 log = logging.getLogger("editx.api.openai")
 
@@ -50,11 +54,16 @@ def supports(fn: Callable[..., Any], parameter: str) -> bool:
 class _Result:
     """What a speech request produced: audio pieces (lazy when streamed) and what is known up front."""
 
-    def __init__(self, pieces: Iterator[np.ndarray], headers: dict[str, str], finished: np.ndarray | None) -> None:
+    def __init__(self, pieces: Iterator[np.ndarray], headers: dict[str, str], finished: np.ndarray | None,
+                 tokens: list[int]) -> None:
         self.pieces = pieces
         self.headers = headers
         self.finished = finished  # the whole waveform when it was made before answering
-        self.tokens = 0
+        self._tokens = tokens  # [count]: a streamed answer's pieces update it as they are made
+
+    @property
+    def tokens(self) -> int:
+        return self._tokens[0]
 
 
 def _synthesize(engine: Any, request: SpeechRequest, args: dict[str, Any], passes: list[EditPass]) -> _Result:
@@ -62,16 +71,24 @@ def _synthesize(engine: Any, request: SpeechRequest, args: dict[str, Any], passe
     if not passes and hasattr(engine, "clone_stream"):
         stream = engine.clone_stream(**args)
         first = next(stream)  # errors before the first chunk become statuses
+        speed = float(args.get("speed", 1.0))
+
+        tokens = [0]
 
         def pieces() -> Iterator[np.ndarray]:
+            made = 0
             try:
-                yield np.asarray(first.samples, dtype=np.float32)
-                for chunk in stream:
-                    yield np.asarray(chunk.samples, dtype=np.float32)
+                for chunk in itertools.chain([first], stream):
+                    samples = np.asarray(chunk.samples, dtype=np.float32).reshape(-1)
+                    made += samples.size
+                    # audio tokens map to a fixed duration each: count them from what was decoded
+                    tokens[0] = round(made / DECODER_RATE * speed * TOKENS_PER_SECOND)
+                    yield samples
             finally:
                 stream.close()  # a client that went away aborts the generation
 
-        return _Result(pieces(), {"X-EditX-Sample-Rate": str(DECODER_RATE), "X-EditX-Streamed": "true"}, None)
+        return _Result(pieces(), {"X-EditX-Sample-Rate": str(DECODER_RATE), "X-EditX-Streamed": "true"}, None,
+                       tokens)
 
     syn = engine.clone(**args)
     total = {"tokens": syn.generated_tokens, "iterations": 1}
@@ -87,9 +104,7 @@ def _synthesize(engine: Any, request: SpeechRequest, args: dict[str, Any], passe
     syn.generated_tokens, syn.iterations, syn.timings = total["tokens"], total["iterations"], timings
     headers = synthesis_headers(syn, engine)
     headers["X-EditX-Streamed"] = "false"
-    result = _Result(split(syn.samples, syn.sample_rate, STREAM_PIECE_S), headers, syn.samples)
-    result.tokens = syn.generated_tokens
-    return result
+    return _Result(split(syn.samples, syn.sample_rate, STREAM_PIECE_S), headers, syn.samples, [syn.generated_tokens])
 
 
 def _encoded(result: _Result, fmt: str) -> Iterator[bytes]:
@@ -112,6 +127,16 @@ def _sse(pieces: Iterator[bytes], usage: Callable[[], SpeechUsage]) -> Iterator[
     yield f"data: {json.dumps(done)}\n\n".encode()
 
 
+def _close_when_idle(pieces: Any) -> None:
+    """Close a generator once the step running in a worker thread has returned."""
+    while getattr(pieces, "gi_running", False):
+        time.sleep(0.02)
+    try:
+        pieces.close()
+    except ValueError:  # started again meanwhile (cannot happen: nobody pulls any more); try once more
+        _close_when_idle(pieces)
+
+
 async def _relay(pieces: Iterator[bytes]) -> AsyncIterator[bytes]:
     """Pull each piece in a worker thread; when the client goes away, close the source (aborting it)."""
     try:
@@ -121,10 +146,26 @@ async def _relay(pieces: Iterator[bytes]) -> AsyncIterator[bytes]:
                 return
             yield piece  # type: ignore[misc]
     finally:
-        try:
+        if getattr(pieces, "gi_running", False):  # a step is still running in its thread: close after it
+            threading.Thread(target=_close_when_idle, args=(pieces,), name="editx-close-stream", daemon=True).start()
+        elif hasattr(pieces, "close"):
             pieces.close()  # type: ignore[attr-defined]
-        except (AttributeError, ValueError):  # still running in its thread: it ends with the generation
-            pass
+
+
+class ClosingStreamingResponse(StreamingResponse):
+    """A StreamingResponse that closes its body when sending stops for any reason.
+
+    Starlette stops iterating when the client goes away but leaves the iterator open; closing it
+    is what lets the generation behind it stop.
+    """
+
+    async def __call__(self, scope, receive, send) -> None:  # noqa: ANN001
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            close = getattr(self.body_iterator, "aclose", None)
+            if close is not None:
+                await close()
 
 
 def router(backend: BackendProvider) -> APIRouter:
@@ -168,8 +209,8 @@ def router(backend: BackendProvider) -> APIRouter:
                 return SpeechUsage(input_tokens=len(request.input), output_tokens=result.tokens,
                                    total_tokens=len(request.input) + result.tokens)
 
-            return StreamingResponse(_relay(_sse(body, usage)), media_type="text/event-stream", headers=headers)
+            return ClosingStreamingResponse(_relay(_sse(body, usage)), media_type="text/event-stream", headers=headers)
         headers["Content-Disposition"] = f'attachment; filename="speech.{request.response_format}"'
-        return StreamingResponse(_relay(body), media_type=MEDIA_TYPES[request.response_format], headers=headers)
+        return ClosingStreamingResponse(_relay(body), media_type=MEDIA_TYPES[request.response_format], headers=headers)
 
     return api
