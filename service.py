@@ -18,18 +18,22 @@ import tomllib
 from pathlib import Path
 from typing import Annotated
 
+import anyio
 import bentoml
 import gradio as gr
 from bentoml.validators import ContentType
 from pydantic import Field
+from starlette.requests import Request
 
 from api.app import build_app
 from api.deps import current_engine, current_service
 from api.errors import error_response
 from api.logs import install as install_log_buffer
-from api.responses import ResponseFormat, audio_response
+from api.engine_calls import run_cancellable, stream_response
+from api.responses import ResponseFormat, audio_response, check_stream_format, stream_headers
 from api.status import require_ready
 from api.uploads import FORM_OVERHEAD_BYTES, UploadLimitMiddleware, read_upload
+from runners.audio import DECODER_RATE, Audio
 from runners.config import EngineConfig
 from runners.edit_vocab import VOCABULARY
 from runners.engine import EditXEngine
@@ -125,11 +129,26 @@ class EditXService:
         """Stop the engine's idle monitor thread."""
         self.engine.close()
 
+    def _clone_prompt(self, prompt_audio: Path | None, voice: str, prompt_text: str) -> tuple[Audio, str]:
+        """The prompt audio and text of a clone: the upload, or a registered voice (features primed)."""
+        if voice and prompt_audio is not None:
+            raise InvalidInputError("give prompt_audio or voice, not both", field="voice")
+        if voice:
+            stored = self.voices.load(voice)
+            self.voices.prime(stored, self.engine)
+            return stored.audio, prompt_text or stored.voice.text
+        if prompt_audio is None:
+            raise InvalidInputError("prompt_audio is required (or give voice: a registered voice id)",
+                                    field="prompt_audio")
+        return read_upload(prompt_audio, "prompt_audio", self.engine.config.max_upload_bytes), prompt_text
+
     # ------------------------------------------------------------------ APIs
+    # Async, with the engine call in a worker thread: concurrent requests reach the scheduler together.
     @bentoml.api(route="/clone")
-    def clone(
+    async def clone(
         self,
-        target_text: str = Field(description="what the cloned voice should say"),
+        target_text: str = Field(description="what the cloned voice should say; long texts are split into "
+                                             "sentences and generated together"),
         # `Path` with a None default, not `Path | None`: BentoML 1.4.40 decodes no upload into an optional Path.
         prompt_audio: Path = Field(None, description="voice to clone: WAV/FLAC/OGG/MP3, 0.1–30 s "  # type: ignore[assignment]
                                                     "(any declared type); or give `voice`"),
@@ -138,29 +157,30 @@ class EditXService:
         prompt_text: str = Field("", description="exact transcript of prompt_audio; empty = transcribed "
                                                  "automatically (EDITX_AUTO_TRANSCRIBE)"),
         seed: int | None = Field(None, ge=0, le=2**32 - 1, description="fixes sampling; empty = random"),
-        response_format: ResponseFormat = Field("wav", description="wav, flac or mp3"),
+        response_format: ResponseFormat = Field("wav", description="wav, flac, mp3 or pcm (16-bit LE mono)"),
+        speed: float = Field(1.0, description="0.25–4.0: slower or faster speech at the same pitch"),
+        stream: bool = Field(False, description="send the audio as it is made (wav with an open-ended header, "
+                                                "or pcm); flac and mp3 are not streamed"),
     ) -> Annotated[Path, ContentType("audio/*")]:
         """Speak target_text in the voice of prompt_audio. Returns audio; metadata in X-EditX-* headers."""
         try:
             require_ready(self.engine)
-            if voice and prompt_audio is not None:
-                raise InvalidInputError("give prompt_audio or voice, not both", field="voice")
-            if voice:
-                stored = self.voices.load(voice)
-                self.voices.prime(stored, self.engine)
-                prompt, prompt_text = stored.audio, prompt_text or stored.voice.text
-            elif prompt_audio is None:
-                raise InvalidInputError("prompt_audio is required (or give voice: a registered voice id)",
-                                        field="prompt_audio")
-            else:
-                prompt = read_upload(prompt_audio, "prompt_audio", self.engine.config.max_upload_bytes)
-            syn = self.engine.clone(prompt, prompt_text or None, target_text, seed=seed)
+            check_stream_format(stream, response_format)
+            prompt, prompt_text = await anyio.to_thread.run_sync(self._clone_prompt, prompt_audio, voice, prompt_text)
+            request = current_request()
+            if stream:
+                chunks = await anyio.to_thread.run_sync(lambda: self.engine.clone_stream(
+                    prompt, prompt_text or None, target_text, seed=seed, speed=speed))
+                return stream_response(request, chunks, response_format, DECODER_RATE,  # type: ignore[return-value]
+                                       stream_headers(self.engine))
+            syn = await run_cancellable(request, lambda cancel: self.engine.clone(
+                prompt, prompt_text or None, target_text, seed=seed, speed=speed, cancel=cancel))
             return audio_response(syn, response_format, self.engine)  # type: ignore[return-value]
         except USER_ERRORS as exc:
             return error_response(exc)  # type: ignore[return-value]
 
     @bentoml.api(route="/edit")
-    def edit(
+    async def edit(
         self,
         audio: Path = Field(description="speech to edit: WAV/FLAC/OGG/MP3, 0.1–30 s (any declared type)"),
         edit_type: str = Field(description="one of " + ", ".join(_EDIT_TYPES),
@@ -174,22 +194,28 @@ class EditXService:
         n_edit_iter: int = Field(1, description="edit passes, 1–5; each edits the previous output",
                                  json_schema_extra={"minimum": 1, "maximum": 5}),
         seed: int | None = Field(None, ge=0, le=2**32 - 1, description="fixes sampling; empty = random"),
-        response_format: ResponseFormat = Field("wav", description="wav, flac or mp3"),
+        response_format: ResponseFormat = Field("wav", description="wav, flac, mp3 or pcm (16-bit LE mono)"),
+        stream: bool = Field(False, description="send the last pass's audio as it is made (wav or pcm)"),
     ) -> Annotated[Path, ContentType("audio/*")]:
         """Edit emotion, style, speed, paralinguistic sounds, noise or silence of audio."""
         try:
             require_ready(self.engine)
-            source = read_upload(audio, "audio", self.engine.config.max_upload_bytes)
-            syn = self.engine.edit(
-                source, audio_text or None, edit_type, edit_info or None,
-                target_text=target_text or None, n_edit_iter=n_edit_iter, seed=seed,
-            )
+            check_stream_format(stream, response_format)
+            source = await anyio.to_thread.run_sync(read_upload, audio, "audio", self.engine.config.max_upload_bytes)
+            request = current_request()
+            args = (source, audio_text or None, edit_type, edit_info or None)
+            kwargs = {"target_text": target_text or None, "n_edit_iter": n_edit_iter, "seed": seed}
+            if stream:
+                chunks = await anyio.to_thread.run_sync(lambda: self.engine.edit_stream(*args, **kwargs))
+                return stream_response(request, chunks, response_format, DECODER_RATE,  # type: ignore[return-value]
+                                       stream_headers(self.engine))
+            syn = await run_cancellable(request, lambda cancel: self.engine.edit(*args, **kwargs, cancel=cancel))
             return audio_response(syn, response_format, self.engine)  # type: ignore[return-value]
         except USER_ERRORS as exc:
             return error_response(exc)  # type: ignore[return-value]
 
     @bentoml.api(route="/transcribe")
-    def transcribe(
+    async def transcribe(
         self,
         audio: Path = Field(description="speech: WAV/FLAC/OGG/MP3, 0.1–30 s (any declared type)"),
         language: str = Field("", description="language code such as 'en' or 'zh'; empty = detect"),
@@ -197,10 +223,18 @@ class EditXService:
         """What is said in the audio (faster-whisper), with the detected language and durations."""
         try:
             require_ready(self.engine)
-            clip = read_upload(audio, "audio", self.engine.config.max_upload_bytes)
-            return self.engine.transcribe(clip, language or None)
+            clip = await anyio.to_thread.run_sync(read_upload, audio, "audio", self.engine.config.max_upload_bytes)
+            return await anyio.to_thread.run_sync(self.engine.transcribe, clip, language or None)
         except USER_ERRORS as exc:
             return error_response(exc)  # type: ignore[return-value]
+
+
+def current_request() -> Request | None:
+    """The HTTP request being served (to notice a client that goes away), if there is one."""
+    try:
+        return EditXService.context.request
+    except LookupError:
+        return None
 
 
 EditXService.add_asgi_middleware(UploadLimitMiddleware, max_body_bytes=_body_limit)

@@ -63,7 +63,7 @@ def error_to_response(exc: Exception) -> JSONResponse:
     if isinstance(exc, USER_ERRORS):
         status = int(getattr(exc, "status_code", 400))
         log.warning("refused with %d: %s", status, exc, extra={"stage": "request"})
-        headers = {"Retry-After": str(getattr(exc, "retry_after", 10))} if status in (429, 503) else None
+        headers = {"Retry-After": str(getattr(exc, "retry_after_s", 10))} if status in (429, 503) else None
         return openai_error(status, str(exc), param=getattr(exc, "field", None), headers=headers)
     log.exception("unexpected error", exc_info=exc)
     return openai_error(500, "internal error; see the server log", code="internal_error")
