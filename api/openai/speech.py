@@ -34,6 +34,7 @@ from api.openai.errors import OpenAIRoute
 from api.status import require_ready
 from api.openai.protocol import EditPass, SpeechRequest, SpeechUsage
 from runners.audio import DECODER_RATE, Audio
+from runners.errors import InvalidInputError
 from runners.audio_encoders import MEDIA_TYPES, AudioEncoder, encode, split
 from runners.tokens import TOKENS_PER_SECOND
 
@@ -70,9 +71,10 @@ def _synthesize(engine: Any, request: SpeechRequest, args: dict[str, Any], passe
     """Run the clone (streamed when possible) and the edit passes."""
     if not passes and hasattr(engine, "clone_stream"):
         stream = engine.clone_stream(**args)
-        first = next(stream)  # errors before the first chunk become statuses
+        first = next(stream, None)  # errors before the first chunk become statuses
+        if first is None:
+            raise InvalidInputError("the model produced no audio; try another seed or text", field="seed")
         speed = float(args.get("speed", 1.0))
-
         tokens = [0]
 
         def pieces() -> Iterator[np.ndarray]:
