@@ -27,6 +27,7 @@ from api.logs import installed as installed_log_buffer
 from api.status import TINY_NOTE, build_status, require_ready
 from api.uploads import read_upload
 from runners.audio import encode_audio
+from runners.config import EngineConfig
 from runners.edit_vocab import VOCABULARY
 from runners.engine import EditXEngine, Progress, Synthesis
 from runners.errors import USER_ERRORS, EngineUnavailableError, InvalidInputError
@@ -423,7 +424,8 @@ def build_ui(get_engine: EngineGetter, get_voices: VoicesGetter | None = None) -
                 transcribe_btn = gr.Button("Transcribe input audio into Prompt text", size="sm",
                                            elem_id="editx-transcribe")
                 target_text = gr.Textbox(label="Target text (what to say / tagged text for paralinguistic)",
-                                         lines=2, max_length=1000, elem_id="editx-target-text")
+                                         lines=2, max_length=EngineConfig.from_env().max_text_chars,
+                                         elem_id="editx-target-text")
                 with gr.Row():
                     edit_type = gr.Dropdown(EDIT_TYPES, value=first.name, label="Edit type", elem_id="editx-edit-type")
                     edit_info = gr.Dropdown(first.values, value=first.values[0], label="Edit value",
