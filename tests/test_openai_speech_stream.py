@@ -116,6 +116,8 @@ def test_first_bytes_arrive_before_the_generation_is_done(served: tuple[str, Bac
         rest = b"".join(it)
     assert len(first + rest) == 2 * 5 * PIECE
     assert backend.engine.calls[0]["text"] == "prompt words"  # the voice's transcript
+    for path in ("/v1/audio/voices", "/v1/voices"):
+        assert [v["id"] for v in httpx.get(f"{url}{path}", timeout=10).json()["data"]] == ["v"]
 
 
 def test_a_client_that_goes_away_closes_the_generation(served: tuple[str, Backend]) -> None:
@@ -161,3 +163,23 @@ def test_sse_usage_counts_streamed_tokens(served: tuple[str, Backend]) -> None:
     events = [json.loads(line[6:]) for line in r.text.splitlines() if line.startswith("data: ")]
     assert [e["type"] for e in events].count("speech.audio.delta") == 5
     assert events[-1]["usage"]["output_tokens"] == round(1.0 * 41.6667)  # 1 s of audio tokens
+
+
+def test_unavailable_engine_and_full_queue_are_503_with_retry_after(served: tuple[str, Backend]) -> None:
+    from runners.errors import QueueFullError
+
+    url, backend = served
+    engine = backend.engine
+    engine.ready, engine.state = False, "loading"
+    r = httpx.post(f"{url}/v1/audio/speech", json={"voice": "v", "input": "Hello."}, timeout=30)
+    assert r.status_code == 503 and r.headers["retry-after"]
+    assert r.json()["error"]["type"] == "service_unavailable_error" and "loading" in r.json()["error"]["message"]
+
+    engine.ready, engine.state = True, "loaded"
+
+    def full(*args: object, **kwargs: object) -> Iterator[Chunk]:
+        raise QueueFullError("every generation slot is busy and the queue is full; retry shortly")
+
+    engine.clone_stream = full  # type: ignore[method-assign]
+    r = httpx.post(f"{url}/v1/audio/speech", json={"voice": "v", "input": "Hello."}, timeout=30)
+    assert r.status_code == 503 and r.headers["retry-after"] == "5"

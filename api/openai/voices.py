@@ -34,6 +34,7 @@ def router(backend: BackendProvider) -> APIRouter:
         return VoiceObject(**voice.model_dump())
 
     @api.get("/v1/audio/voices", response_model=VoiceList)
+    @api.get("/v1/voices", response_model=VoiceList, include_in_schema=False)  # the path some TTS clients ask
     def list_voices() -> VoiceList:
         """Every registered voice (all replicas sharing EDITX_VOICES_DIR see the same list)."""
         return VoiceList(data=[VoiceObject(**v.model_dump()) for v in backend().voices.all()])
