@@ -24,7 +24,7 @@ from api.openai import build_router
 from runners.audio import Audio
 from runners.config import EngineConfig
 from runners.engine import Synthesis
-from runners.errors import InvalidInputError
+from runners.errors import InvalidInputError, RequestAbortedError
 from runners.prompt_cache import PromptCache
 from runners.voices import VoiceRegistry
 from tests.service_helpers import free_port, tone
@@ -56,6 +56,9 @@ class StreamingEngine(RegistryEngine):
 
     def clone(self, prompt_audio: Audio, prompt_text: str | None, target_text: str, seed: int | None = None,
               progress=None, *, speed: float = 1.0, cancel=None) -> Synthesis:  # noqa: ANN001
+        if target_text == "slow":  # a long generation: runs until cancelled
+            self.cancelled = cancel is not None and cancel.wait(30)
+            raise RequestAbortedError("the client went away")
         self.calls.append({"kind": "clone", "speed": speed})
         return Synthesis(np.full(int(RATE / speed), 0.1, np.float32), RATE, 40, {"llm": 0.1})
 
@@ -183,3 +186,15 @@ def test_unavailable_engine_and_full_queue_are_503_with_retry_after(served: tupl
     engine.clone_stream = full  # type: ignore[method-assign]
     r = httpx.post(f"{url}/v1/audio/speech", json={"voice": "v", "input": "Hello."}, timeout=30)
     assert r.status_code == 503 and r.headers["retry-after"] == "5"
+
+
+def test_a_client_that_goes_away_before_the_first_byte_cancels_the_work(served: tuple[str, Backend]) -> None:
+    url, backend = served
+    backend.engine.cancelled = None
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(f"{url}/v1/audio/speech", json={"voice": "v", "input": "slow", "instructions": "happy"},
+                   timeout=1.0)
+    deadline = time.monotonic() + 10
+    while backend.engine.cancelled is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert backend.engine.cancelled is True

@@ -18,7 +18,7 @@ from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 
 from api.openai.protocol import ErrorInfo, ErrorResponse
-from runners.errors import USER_ERRORS
+from runners.errors import USER_ERRORS, RequestAbortedError
 
 log = logging.getLogger("editx.api.openai")
 
@@ -65,6 +65,9 @@ def error_to_response(exc: Exception) -> JSONResponse:
         log.warning("refused with %d: %s", status, exc, extra={"stage": "request"})
         headers = {"Retry-After": str(getattr(exc, "retry_after_s", 10))} if status in (429, 503) else None
         return openai_error(status, str(exc), param=getattr(exc, "field", None), headers=headers)
+    if isinstance(exc, RequestAbortedError):  # the client went away: nobody reads this answer
+        log.info("request aborted: %s", exc, extra={"stage": "request"})
+        return openai_error(499, str(exc) or "the request was aborted", code="aborted")
     log.exception("unexpected error", exc_info=exc)
     return openai_error(500, "internal error; see the server log", code="internal_error")
 

@@ -22,20 +22,22 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
+import anyio
 import numpy as np
 import torch
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response, StreamingResponse
 
+from api.engine_calls import run_cancellable
 from api.openai.backend import BackendProvider
-from api.responses import synthesis_headers
 from api.openai.errors import OpenAIRoute
-from api.status import require_ready
 from api.openai.protocol import EditPass, SpeechRequest, SpeechUsage
+from api.responses import synthesis_headers
+from api.status import require_ready
 from runners.audio import DECODER_RATE, Audio
-from runners.errors import InvalidInputError
 from runners.audio_encoders import MEDIA_TYPES, AudioEncoder, encode, split
+from runners.errors import InvalidInputError
 from runners.tokens import TOKENS_PER_SECOND
 
 log = logging.getLogger("editx.api.openai")
@@ -67,9 +69,12 @@ class _Result:
         return self._tokens[0]
 
 
-def _synthesize(engine: Any, request: SpeechRequest, args: dict[str, Any], passes: list[EditPass]) -> _Result:
-    """Run the clone (streamed when possible) and the edit passes."""
+def _synthesize(engine: Any, request: SpeechRequest, args: dict[str, Any], passes: list[EditPass],
+                cancel: threading.Event | None = None) -> _Result:
+    """Run the clone (streamed when possible) and the edit passes; ``cancel`` aborts them."""
     if not passes and hasattr(engine, "clone_stream"):
+        if cancel is not None and supports(engine.clone_stream, "cancel"):
+            args = {**args, "cancel": cancel}
         stream = engine.clone_stream(**args)
         first = next(stream, None)  # errors before the first chunk become statuses
         if first is None:
@@ -92,13 +97,15 @@ def _synthesize(engine: Any, request: SpeechRequest, args: dict[str, Any], passe
         return _Result(pieces(), {"X-EditX-Sample-Rate": str(DECODER_RATE), "X-EditX-Streamed": "true"}, None,
                        tokens)
 
-    syn = engine.clone(**args)
+    cancelling = {"cancel": cancel} if cancel is not None and supports(engine.clone, "cancel") else {}
+    syn = engine.clone(**args, **cancelling)
     total = {"tokens": syn.generated_tokens, "iterations": 1}
     timings = dict(syn.timings)
     for k, edit in enumerate(passes):
         seed = None if request.seed is None else request.seed + 1 + k
         audio = Audio(torch.from_numpy(np.ascontiguousarray(syn.samples)), syn.sample_rate)
-        syn = engine.edit(audio, request.input, edit.edit_type, edit.edit_info, seed=seed)
+        editing = {"cancel": cancel} if cancel is not None and supports(engine.edit, "cancel") else {}
+        syn = engine.edit(audio, request.input, edit.edit_type, edit.edit_info, seed=seed, **editing)
         total["tokens"] += syn.generated_tokens
         total["iterations"] += 1
         for stage, seconds in syn.timings.items():
@@ -178,16 +185,19 @@ def router(backend: BackendProvider) -> APIRouter:
         response_class=Response,
         responses={200: {"content": {t: {} for t in sorted(set(MEDIA_TYPES.values()))} | {"text/event-stream": {}}}},
     )
-    def create_speech(request: SpeechRequest) -> Response:
+    async def create_speech(request: SpeechRequest, http: Request) -> Response:
         """Speak ``input`` in a registered voice; ``instructions`` add edit passes (emotion, style, speed)."""
         svc = backend()
         engine = svc.engine
         require_ready(engine)
         passes = request.edit_passes()
-        stored = svc.voices.load(request.voice)
-        primed = svc.voices.prime(stored, engine)
+        # Async with the work in worker threads: concurrent requests reach the scheduler together, and a
+        # client that goes away while the answer is made (before any byte is sent) cancels it.
+        stored = await anyio.to_thread.run_sync(svc.voices.load, request.voice)
+        primed = await anyio.to_thread.run_sync(svc.voices.prime, stored, engine)
         with_speed = supports(engine.clone, "speed")
-        result = _synthesize(engine, request, request.to_clone_args(stored, with_speed=with_speed), passes)
+        args = request.to_clone_args(stored, with_speed=with_speed)
+        result = await run_cancellable(http, lambda cancel: _synthesize(engine, request, args, passes, cancel))
         applied = ", ".join(p.label() for p in passes)
         speed_note = f"{request.speed:g}" if with_speed or request.speed == 1.0 else "1 (speed is not supported yet)"
         if not with_speed and request.speed != 1.0:

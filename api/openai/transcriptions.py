@@ -9,7 +9,6 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 
 from api.openai.backend import BackendProvider, read_audio
 from api.openai.errors import OpenAIRoute
-from api.status import require_ready
 from api.openai.protocol import (
     TRANSCRIPTION_MODEL,
     TranscriptionFormat,
@@ -18,6 +17,7 @@ from api.openai.protocol import (
     TranscriptionVerbose,
     TranscriptionWord,
 )
+from api.status import require_ready
 from runners.errors import InvalidInputError
 from runners.transcriber import DetailedTranscription, Segment
 

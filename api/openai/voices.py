@@ -8,8 +8,8 @@ from fastapi import APIRouter, File, Form, UploadFile
 
 from api.openai.backend import BackendProvider, read_audio
 from api.openai.errors import OpenAIRoute
-from api.status import require_ready
 from api.openai.protocol import VoiceDeleted, VoiceList, VoiceObject
+from api.status import require_ready
 from runners.errors import InvalidInputError
 
 
