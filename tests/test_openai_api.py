@@ -215,6 +215,9 @@ def test_unknown_voice_bad_format_and_taken_name(client: openai.OpenAI, url: str
     assert bad.value.body["param"] == "response_format" and bad.value.body["type"] == "invalid_request_error"
     with pytest.raises(openai.BadRequestError):
         speak(client, voice, model="tts-2")
+    with pytest.raises(openai.APIStatusError) as big:  # the engine's text limit, in OpenAI's shape
+        speak(client, voice, input="a" * 10_001)
+    assert big.value.status_code == 413 and big.value.body["param"] == "input"
     with pytest.raises(openai.ConflictError):
         client.audio.voices.create(audio_sample=("v.wav", wav_bytes(tone(1.0))), name=voice, consent="unused")
     r = httpx.post(f"{url}/v1/audio/voices", files={"audio": ("v.wav", wav_bytes(tone(1.0)))},

@@ -135,7 +135,7 @@ def test_a_client_that_goes_away_closes_the_generation(served: tuple[str, Backen
 def test_errors_before_the_first_chunk_keep_their_status(served: tuple[str, Backend]) -> None:
     url, _ = served
     r = httpx.post(f"{url}/v1/audio/speech", json={"voice": "v", "input": "fail"}, timeout=30)
-    assert r.status_code == 400 and r.json()["error"]["param"] == "target_text"  # raised by the engine
+    assert r.status_code == 400 and r.json()["error"]["param"] == "input"  # raised by the engine on target_text
     r = httpx.post(f"{url}/v1/audio/speech", json={"voice": "v", "input": "  "}, timeout=30)
     assert r.status_code == 400 and r.json()["error"]["param"] == "input"  # refused before the engine
 

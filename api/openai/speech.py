@@ -37,11 +37,13 @@ from api.responses import synthesis_headers
 from api.status import require_ready
 from runners.audio import DECODER_RATE, Audio
 from runners.audio_encoders import MEDIA_TYPES, AudioEncoder, encode, split
-from runners.errors import InvalidInputError
+from runners.errors import USER_ERRORS, InvalidInputError
 from runners.tokens import TOKENS_PER_SECOND
 
 log = logging.getLogger("editx.api.openai")
 
+# The engine's names for what this request calls input and voice.
+_PARAMS = {"target_text": "input", "audio_text": "input", "prompt_audio": "voice", "prompt_text": "voice"}
 STREAM_PIECE_S = 0.5  # a finished answer is encoded and sent in pieces of this length
 _END = object()
 
@@ -197,7 +199,11 @@ def router(backend: BackendProvider) -> APIRouter:
         primed = await anyio.to_thread.run_sync(svc.voices.prime, stored, engine)
         with_speed = supports(engine.clone, "speed")
         args = request.to_clone_args(stored, with_speed=with_speed)
-        result = await run_cancellable(http, lambda cancel: _synthesize(engine, request, args, passes, cancel))
+        try:
+            result = await run_cancellable(http, lambda cancel: _synthesize(engine, request, args, passes, cancel))
+        except USER_ERRORS as exc:  # name the field as this request calls it; OpenAIRoute answers
+            exc.field = _PARAMS.get(getattr(exc, "field", None), getattr(exc, "field", None))  # type: ignore[union-attr]
+            raise
         applied = ", ".join(p.label() for p in passes)
         speed_note = f"{request.speed:g}" if with_speed or request.speed == 1.0 else "1 (speed is not supported yet)"
         if not with_speed and request.speed != 1.0:
