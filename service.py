@@ -29,7 +29,8 @@ from api.app import build_app
 from api.deps import current_engine, current_service
 from api.errors import error_response
 from api.logs import install as install_log_buffer
-from api.engine_calls import run_cancellable, stream_response
+from api.engine_calls import client_gone_response, run_cancellable, stream_response
+from api.engine_metrics import PrometheusEvents
 from api.responses import ResponseFormat, audio_response, check_stream_format, stream_headers
 from api.status import require_ready
 from api.uploads import FORM_OVERHEAD_BYTES, UploadLimitMiddleware, read_upload
@@ -37,7 +38,7 @@ from runners.audio import DECODER_RATE, Audio
 from runners.config import EngineConfig
 from runners.edit_vocab import VOCABULARY
 from runners.engine import EditXEngine
-from runners.errors import USER_ERRORS, InvalidInputError
+from runners.errors import USER_ERRORS, InvalidInputError, RequestAbortedError
 from runners.transcriber import Transcription
 from runners.voices import VoiceRegistry
 from ui import build_ui
@@ -108,6 +109,7 @@ class EditXService:
     def __init__(self) -> None:
         self.engine = make_engine()  # the configuration is read from the environment here, once
         self.voices = VoiceRegistry(self.engine.config.voices_dir)  # what /v1/audio/voices and `voice` use
+        self.engine.events = PrometheusEvents()  # editx_* metrics on /metrics
         ui_blocks.max_file_size = self.engine.config.max_upload_bytes
         self._loader: threading.Thread | None = None
         if not self.engine.config.lazy_load:  # load in the background: /livez answers, /readyz says 503
@@ -178,6 +180,8 @@ class EditXService:
             return audio_response(syn, response_format, self.engine)  # type: ignore[return-value]
         except USER_ERRORS as exc:
             return error_response(exc)  # type: ignore[return-value]
+        except RequestAbortedError:
+            return client_gone_response()  # type: ignore[return-value]
 
     @bentoml.api(route="/edit")
     async def edit(
@@ -213,6 +217,8 @@ class EditXService:
             return audio_response(syn, response_format, self.engine)  # type: ignore[return-value]
         except USER_ERRORS as exc:
             return error_response(exc)  # type: ignore[return-value]
+        except RequestAbortedError:
+            return client_gone_response()  # type: ignore[return-value]
 
     @bentoml.api(route="/transcribe")
     async def transcribe(
