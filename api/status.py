@@ -72,6 +72,7 @@ class StatusResponse(BaseModel):
     llm_quantization_note: str | None = Field(None, description="what the variant means at run time, when it matters")
     idle_action_effective: str | None = Field(None, description="what idle does with this variant (int8/nf4 unload)")
     memory: MemoryInfo
+    auth: Literal["on", "off"] = Field("off", description="whether API keys are required (EDITX_API_KEYS)")
     limits: Limits
     versions: dict[str, str]
 
@@ -91,8 +92,8 @@ def package_versions() -> dict[str, str]:
     return out
 
 
-def build_status(engine: EditXEngine) -> StatusResponse:
-    """engine.status() plus the limits, the versions and a plain note for the tiny model."""
+def build_status(engine: EditXEngine, *, auth: bool = False) -> StatusResponse:
+    """engine.status() plus the limits, the versions, whether keys are required and a note for the tiny model."""
     raw = dict(engine.status())
     cfg = engine.config
     raw["ready"] = bool(raw.get("ready", engine.is_loaded))
@@ -100,6 +101,7 @@ def build_status(engine: EditXEngine) -> StatusResponse:
     return StatusResponse(
         **raw,
         note=TINY_NOTE if engine.is_tiny else None,
+        auth="on" if auth else "off",
         limits=Limits(
             max_audio_s=cfg.max_audio_s,
             max_text_chars=cfg.max_text_chars,

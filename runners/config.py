@@ -61,6 +61,9 @@ class EngineConfig(BaseModel):
         "auto", description="capture the decode step as CUDA graphs per batch/length bucket; auto = on CUDA"
     )
 
+    log_content: bool = Field(
+        False, description="write transcripts, texts and edit values to the logs (and /logs); off = sizes only"
+    )
     audio_only_decoding: bool | None = Field(
         None, description="sample only audio ids and EOS; unset = on for tiny random models, off (official) otherwise"
     )

@@ -26,6 +26,7 @@ from typing import Literal
 import numpy as np
 import torch
 
+from runners import privacy
 from runners.audio import DECODER_RATE, TOKENIZER_RATE, Audio, limit_peak
 from runners.config import EngineConfig
 from runners.edit_vocab import VOCABULARY, EditVocabulary, validate_edit
@@ -477,7 +478,7 @@ class EditXEngine:
         if not heard:
             raise InvalidInputError(f"{field} is empty and no speech was recognized in the audio: give the transcript",
                                     field=field)
-        log.info("auto-transcribed %s: %r", field, heard[:80])
+        log.info("auto-transcribed %s (%s)", field, privacy.shown(heard))
         return self.check_text(heard, field)
 
     def tokenize(self, audio: Audio) -> list[int]:
@@ -798,7 +799,7 @@ class EditXEngine:
                 current = Audio(torch.from_numpy(samples.copy()), DECODER_RATE)
             progress("done", 1.0)
         syn = Synthesis(samples, DECODER_RATE, total_tokens, timings, iterations=n_edit_iter)
-        self._report(f"edit {edit_type}", syn)
+        self._report(f"edit {edit_type}" + (f"/{edit_info}" if edit_info and privacy.enabled() else ""), syn)
         return syn
 
     def _edit_pass(self, current: Audio, audio_text: str | None, edit_type: str, edit_info: str | None,

@@ -17,30 +17,21 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 
-from api.openai.protocol import ErrorInfo, ErrorResponse
+from api.errors import openai_error_body, retry_headers
+from runners import privacy
 from runners.errors import USER_ERRORS, RequestAbortedError
 
 log = logging.getLogger("editx.api.openai")
 
-_TYPES = {
-    400: "invalid_request_error",
-    401: "authentication_error",
-    403: "permission_error",
-    404: "not_found_error",
-    409: "conflict_error",
-    413: "invalid_request_error",
-    422: "invalid_request_error",
-    429: "rate_limit_error",
-    503: "service_unavailable_error",
-}
-_CODES = {404: "not_found", 409: "conflict", 413: "too_large", 429: "rate_limited", 503: "unavailable"}
+_CODES = {404: "not_found", 409: "conflict", 413: "too_large", 499: "aborted", 503: "unavailable"}
 
 
 def openai_error(status: int, message: str, param: str | None = None, code: str | None = None,
                  headers: dict[str, str] | None = None) -> JSONResponse:
-    body = ErrorResponse(error=ErrorInfo(message=message, type=_TYPES.get(status, "server_error"), param=param,
-                                         code=code or _CODES.get(status)))
-    return JSONResponse(body.model_dump(), status_code=status, headers=headers)
+    """OpenAI's error body (the one definition in api.errors, shared with the middlewares' refusals)."""
+    body = openai_error_body(status, message, param)
+    body["error"]["code"] = body["error"].get("code") or code or _CODES.get(status)
+    return JSONResponse(body, status_code=status, headers={**retry_headers(status), **(headers or {})} or None)
 
 
 def error_to_response(exc: Exception) -> JSONResponse:
@@ -62,8 +53,9 @@ def error_to_response(exc: Exception) -> JSONResponse:
         return openai_error(exc.status_code, str(exc.detail), headers=dict(exc.headers or {}) or None)
     if isinstance(exc, USER_ERRORS):
         status = int(getattr(exc, "status_code", 400))
-        log.warning("refused with %d: %s", status, exc, extra={"stage": "request"})
-        headers = {"Retry-After": str(getattr(exc, "retry_after_s", 10))} if status in (429, 503) else None
+        log.warning("refused with %d: %s", status, privacy.redact(str(exc)), extra={"stage": "request"})
+        retry = getattr(exc, "retry_after_s", None)
+        headers = {"Retry-After": str(retry)} if retry is not None and status in (429, 503) else None
         return openai_error(status, str(exc), param=getattr(exc, "field", None), headers=headers)
     if isinstance(exc, RequestAbortedError):  # the client went away: nobody reads this answer
         log.info("request aborted: %s", exc, extra={"stage": "request"})

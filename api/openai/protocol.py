@@ -26,20 +26,6 @@ OWNED_BY = "stepfun"
 CREATED = int(time.time())  # when this process started serving the models
 
 
-# ---------------------------------------------------------------- errors
-class ErrorInfo(BaseModel):
-    message: str
-    type: str
-    param: str | None = None
-    code: str | None = None
-
-
-class ErrorResponse(BaseModel):
-    """OpenAI's error body: what its clients read to raise BadRequestError, NotFoundError, …"""
-
-    error: ErrorInfo
-
-
 # ---------------------------------------------------------------- models
 class ModelCard(BaseModel):
     id: str
