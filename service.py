@@ -66,21 +66,30 @@ def current_engine() -> EditXEngine:
 
 
 def _image() -> bentoml.images.Image:
-    """The container: CUDA 13 runtime base, to agree with the index's torch 2.11 (+cu130) wheels.
+    """The container: Debian bookworm slim, Debian's Python 3.11, and the wheels' own CUDA libraries.
 
-    The base has no Python: BentoML's Dockerfile installs uv with the system pip (Ubuntu 24.04
-    marks it externally managed, hence the marker removal) and uv brings Python 3.11.
-    Python pins come from pyproject.toml, the one place they are kept.
+    The torch CUDA wheels bring the CUDA runtime, cuBLAS, cuDNN and NCCL (nvidia-* packages), so a
+    CUDA base image would hold a second copy of them; only the driver (libcuda) comes from the host,
+    which the NVIDIA container toolkit mounts. ``distro`` is not one BentoML knows on purpose: its
+    default apt step (build-essential, git, gnupg2) is not needed at run time, so the one apt step
+    here installs only what is, without recommends. triton is left out (``UV_OVERRIDE`` in
+    bentofile.yaml points uv at the file written here): nothing here compiles kernels, and it is
+    0.6 GB. BentoML's Dockerfile runs as the non-root user ``bentoml`` (uid 1034); /data (prompt
+    cache, voices) and /models (read-only weights) are the mount points. Python pins come from
+    pyproject.toml, the one place they are kept.
     """
     image = (
         bentoml.images.Image(
-            base_image="nvidia/cuda:13.0.1-cudnn-runtime-ubuntu24.04",
-            distro="debian",  # Ubuntu: apt-get, as on Debian
-            python_version="3.11",
+            base_image="debian:bookworm-slim",
+            distro="debian-slim",  # not a BentoML distro: no default apt step (see above)
+            python_version="3.11",  # Debian bookworm's python3; uv finds it and downloads nothing
             lock_python_packages=False,  # the heavy pins are exact already; locking needs the index
         )
-        .system_packages("libsndfile1", "ffmpeg", "python3-pip")
-        .run("rm -f /usr/lib/python3*/EXTERNALLY-MANAGED")
+        .run("apt-get update && apt-get install -q -y --no-install-recommends ca-certificates libsndfile1"
+             " python3 python3-pip && rm -rf /var/lib/apt/lists/*"
+             " && rm -f /usr/lib/python3*/EXTERNALLY-MANAGED")  # BentoML installs uv with this pip
+        .run("printf 'triton ; sys_platform == \"never\"\\n' > /etc/editx-uv-overrides.txt"
+             " && mkdir -p /data/cache /data/voices /models && chown -R bentoml:bentoml /data")
     )
     pyproject = _HERE / "pyproject.toml"
     if pyproject.is_file():
