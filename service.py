@@ -72,11 +72,12 @@ def _image() -> bentoml.images.Image:
     CUDA base image would hold a second copy of them; only the driver (libcuda) comes from the host,
     which the NVIDIA container toolkit mounts. ``distro`` is not one BentoML knows on purpose: its
     default apt step (build-essential, git, gnupg2) is not needed at run time, so the one apt step
-    here installs only what is, without recommends. triton is left out (``UV_OVERRIDE`` in
-    bentofile.yaml points uv at the file written here): nothing here compiles kernels, and it is
-    0.6 GB. BentoML's Dockerfile runs as the non-root user ``bentoml`` (uid 1034); /data (prompt
-    cache, voices) and /models (read-only weights) are the mount points. Python pins come from
-    pyproject.toml, the one place they are kept.
+    here installs only what is, without recommends. deploy/image/slim-install.sh (embedded here,
+    base64) leaves triton out (nothing here compiles kernels; 0.6 GB) and makes ``uv pip install``
+    write no bytecode and drop CUDA libraries nothing loads, in the same layer (0.7 GB). BentoML's
+    Dockerfile runs as the non-root user ``bentoml`` (uid 1034); /data (prompt cache, voices) and
+    /models (read-only weights) are the mount points. Python pins come from pyproject.toml, the one
+    place they are kept.
     """
     image = (
         bentoml.images.Image(
@@ -88,9 +89,13 @@ def _image() -> bentoml.images.Image:
         .run("apt-get update && apt-get install -q -y --no-install-recommends ca-certificates libsndfile1"
              " python3 python3-pip && rm -rf /var/lib/apt/lists/*"
              " && rm -f /usr/lib/python3*/EXTERNALLY-MANAGED")  # BentoML installs uv with this pip
-        .run("printf 'triton ; sys_platform == \"never\"\\n' > /etc/editx-uv-overrides.txt"
-             " && mkdir -p /data/cache /data/voices /models && chown -R bentoml:bentoml /data")
+        .run("mkdir -p /data/cache /data/voices /models && chown -R bentoml:bentoml /data")
     )
+    slim = _HERE / "deploy" / "image" / "slim-install.sh"
+    if slim.is_file():  # absent inside the Bento, where the image is not built
+        import base64
+
+        image = image.run(f"echo {base64.b64encode(slim.read_bytes()).decode()} | base64 -d | sh")
     pyproject = _HERE / "pyproject.toml"
     if pyproject.is_file():
         # Image.pyproject_toml() refuses absolute paths, and relative ones depend on the cwd.

@@ -4,7 +4,7 @@
 # What it proves: the image builds from BentoML's own Dockerfile; it starts as a non-root user with
 # the weights mounted read-only at /models and the prompt cache and voices on a volume at /data;
 # /readyz, /livez, /ui/, a clone (24 kHz audio back) and a transcription answer; the image fits the
-# size budget. Container, image and volume are removed on every exit (trap). Exit status 0 only when
+# size budget; the Kubernetes Deployment of deploy/kubernetes starts under `podman kube play`. Container, image and volume are removed on every exit (trap). Exit status 0 only when
 # every check passed.
 #
 # Where the declared base image cannot be pulled (no registry), a stand-in of the same distribution
@@ -14,7 +14,8 @@
 # reused (CONTAINER_KEEP_BASE=0 removes it when this run created it).
 #
 # Settings (environment): VENV (.venv), CONTAINER_MAX_GB (6: fail above), CONTAINER_READY_TIMEOUT_S
-# (600), CONTAINER_KEEP_BASE (1), CONTAINER_PULL_TIMEOUT_S (45).
+# (600), CONTAINER_KEEP_BASE (1), CONTAINER_PULL_TIMEOUT_S (45), CONTAINER_KUBE_PLAY (1: also start
+# the rendered deploy/kubernetes Deployment with `podman kube play` and reach its /readyz).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -39,6 +40,7 @@ VOLUME="$RUN_ID-data"
 WORK=$(mktemp -d "${TMPDIR:-/var/tmp}/editx-container.XXXXXX")
 CREATED_BASE=""
 STARTED=0
+KUBE_PLAYED=0
 
 cleanup() {
   local rc=$?
@@ -46,6 +48,7 @@ cleanup() {
   if [ "$STARTED" = 1 ] && [ "$FAILED" = 1 ]; then
     echo "--- container log (last 60 lines)"; podman logs --tail 60 "$CONTAINER" 2>&1
   fi
+  [ "$KUBE_PLAYED" = 1 ] && podman kube down "$WORK/kube.yaml" >/dev/null 2>&1
   podman rm -f -t 5 "$CONTAINER" >/dev/null 2>&1
   podman volume rm -f "$VOLUME" >/dev/null 2>&1
   podman rmi -f "$IMAGE" >/dev/null 2>&1
@@ -116,7 +119,14 @@ build_standin() {
   sources=("deb $main_uri $suite main" "deb $main_uri $suite-updates main" "deb $sec_uri $suite-security main")
   say "building a stand-in for $base (mmdebstrap minbase $suite from $main_uri)"
   local t=$(now)
-  mmdebstrap --quiet --variant=minbase "$suite" "$WORK/rootfs.tar" "${sources[@]}"
+  # As Debian's own slim images: no documentation, manual pages or translations (the dpkg settings
+  # stay in the image, so later apt installs leave them out too).
+  mmdebstrap --quiet --variant=minbase \
+    --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-include=/usr/share/doc/*/copyright' \
+    --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/info/*' \
+    --dpkgopt='path-exclude=/usr/share/locale/*' --dpkgopt='path-exclude=/usr/share/groff/*' \
+    --dpkgopt='path-exclude=/usr/share/lintian/*' \
+    "$suite" "$WORK/rootfs.tar" "${sources[@]}"
   podman import -q "$WORK/rootfs.tar" localhost/editx-standin-rootfs:bookworm >/dev/null
   rm -f "$WORK/rootfs.tar"
   mkdir -p "$WORK/standin/ca"
@@ -135,7 +145,7 @@ ENV SSL_CERT_FILE=/etc/ssl/editx-host-ca.pem PIP_CERT=/etc/ssl/editx-host-ca.pem
     REQUESTS_CA_BUNDLE=/etc/ssl/editx-host-ca.pem UV_NATIVE_TLS=1
 CMD ["bash"]
 EOF
-  podman build -q --label "$STANDIN_LABEL=1" -t "$base" "$WORK/standin" >/dev/null
+  podman build -q --layers=false --label "$STANDIN_LABEL=1" -t "$base" "$WORK/standin" >/dev/null
   CREATED_BASE=$base
   echo "stand-in base built in $(( $(now) - t )) s"
 }
@@ -179,16 +189,19 @@ podman run -d --name "$CONTAINER" -p "127.0.0.1:$port:3000" \
   -e HF_HUB_OFFLINE=1 "$IMAGE" >/dev/null
 STARTED=1
 URL="http://127.0.0.1:$port"
-ready=0
-while [ $(( $(now) - t0 )) -lt "$READY_TIMEOUT_S" ]; do
-  if [ "$(podman inspect --format '{{.State.Running}}' "$CONTAINER")" != true ]; then
-    fail "the container exited before /readyz answered"; break
-  fi
-  if curl -fsS -o /dev/null --max-time 5 "$URL/readyz" 2>/dev/null; then ready=1; break; fi
-  sleep 2
-done
-ready_s=$(( $(now) - t0 ))
-if [ "$ready" = 1 ]; then echo "/readyz 200 after $ready_s s"; else fail "/readyz not 200 within $ready_s s"; exit 1; fi
+wait_ready() {  # url container-name; sets ready_s (seconds since t0)
+  local ready=0
+  while [ $(( $(now) - t0 )) -lt "$READY_TIMEOUT_S" ]; do
+    if [ "$(podman inspect --format '{{.State.Running}}' "$2" 2>/dev/null)" != true ]; then
+      fail "the container $2 is not running before /readyz answered"; break
+    fi
+    if curl -fsS -o /dev/null --max-time 5 "$1/readyz" 2>/dev/null; then ready=1; break; fi
+    sleep 2
+  done
+  ready_s=$(( $(now) - t0 ))
+  if [ "$ready" = 1 ]; then echo "/readyz 200 after $ready_s s"; else fail "/readyz not 200 within $ready_s s"; return 1; fi
+}
+wait_ready "$URL" "$CONTAINER" || exit 1
 
 # ---------------------------------------------------------------- checks
 say "checks on $URL"
@@ -242,5 +255,34 @@ mp=$(podman volume inspect --format '{{.Mountpoint}}' "$VOLUME")
 n=$(find "$mp/cache" -type f 2>/dev/null | wc -l)
 [ "$n" -gt 0 ] && echo "ok   prompt cache on the volume: $n file(s) under /data/cache" || fail "no prompt cache files on the volume"
 
+first_ready_s=$ready_s
+
+# ---------------------------------------------------------------- the Kubernetes Deployment, under podman
+kube_note="skipped"
+if [ "${CONTAINER_KUBE_PLAY:-1}" = 1 ] && command -v kubectl >/dev/null; then
+  say "podman kube play: the rendered Deployment (image just built; GPU, Secret and claims replaced)"
+  podman stop -t 10 "$CONTAINER" >/dev/null
+  kport=$("$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  kubectl kustomize deploy/kubernetes/base \
+    | "$PY" deploy/kube_play.py --image "$IMAGE" --host-dir "$WORK" --port "$kport" >"$WORK/kube.yaml"
+  KUBE_PLAYED=1
+  t0=$(now)
+  if podman kube play "$WORK/kube.yaml" >"$WORK/kube.log" 2>&1; then
+    kube_container=$(podman ps --filter pod=editx-pod --format '{{.Names}}' | grep -v infra | head -1)
+    if wait_ready "http://127.0.0.1:$kport" "$kube_container"; then
+      kube_uid=$(podman exec "$kube_container" id -u)
+      [ "$kube_uid" = 1034 ] && echo "ok   the Deployment's pod runs as uid $kube_uid" || fail "the pod runs as uid $kube_uid"
+      if podman exec "$kube_container" sh -c 'touch /models/.w' 2>/dev/null; then fail "the pod's /models is writable"
+      else echo "ok   the pod's /models is read-only"; fi
+      kube_note="/readyz 200 after $ready_s s"
+    else
+      podman logs --tail 40 "$kube_container" 2>&1; kube_note="FAILED"
+    fi
+  else
+    cat "$WORK/kube.log"; fail "podman kube play failed"; kube_note="FAILED"
+  fi
+fi
+
 say "summary"
-echo "bento build + image build: $build_s s; image $IMAGE: $size_gb GB (budget ${MAX_GB} GB); start to /readyz: $ready_s s"
+echo "bento build + image build: $build_s s; image $IMAGE: $size_gb GB (budget ${MAX_GB} GB)"
+echo "start to /readyz: $first_ready_s s (podman run); kube play of the Deployment: $kube_note"

@@ -7,6 +7,7 @@ itself is built, started and checked by ``./dev container`` (deploy/container-ch
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 import subprocess
@@ -49,7 +50,11 @@ def test_dockerfile_installs_what_the_service_imports(bento_dir: Path) -> None:
     assert "USER bentoml" in dockerfile  # non-root
     assert "ENV EDITX_CACHE_DIR=$EDITX_CACHE_DIR" in dockerfile and "ARG EDITX_CACHE_DIR=/data/cache" in dockerfile
     assert "ARG EDITX_VOICES_DIR=/data/voices" in dockerfile
-    assert 'triton ; sys_platform == "never"' in dockerfile and "ARG UV_OVERRIDE=" in dockerfile
+    # deploy/image/slim-install.sh runs inside the build, before uv installs the packages.
+    (embedded,) = re.findall(r"^RUN echo (\S+) \| base64 -d \| sh$", dockerfile, flags=re.M)
+    assert base64.b64decode(embedded) == (ROOT / "deploy" / "image" / "slim-install.sh").read_bytes()
+    assert dockerfile.index("base64 -d | sh") < dockerfile.index("pip install -r")
+    assert "ARG UV_OVERRIDE=/etc/editx-uv-overrides.txt" in dockerfile
     assert "requirements.txt" in dockerfile
     assert "ENV EDITX_MODEL_PATH=$EDITX_MODEL_PATH" in dockerfile and "ARG EDITX_MODEL_PATH=/models" in dockerfile
     names = {re.split(r"[=<>!~\[ ;]", line, maxsplit=1)[0].lower()
