@@ -87,7 +87,7 @@ def _image() -> bentoml.images.Image:
             lock_python_packages=False,  # the heavy pins are exact already; locking needs the index
         )
         .run("apt-get update && apt-get install -q -y --no-install-recommends ca-certificates libsndfile1"
-             " python3 python3-pip && rm -rf /var/lib/apt/lists/*"
+             " python3 python3-pip && apt-get clean && rm -rf /var/lib/apt/lists/*"
              " && rm -f /usr/lib/python3*/EXTERNALLY-MANAGED")  # BentoML installs uv with this pip
         .run("mkdir -p /data/cache /data/voices /models && chown -R bentoml:bentoml /data")
     )

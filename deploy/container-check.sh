@@ -63,6 +63,7 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
+trap 'echo "container check: stopped at line $LINENO: $BASH_COMMAND" >&2' ERR
 
 # ---------------------------------------------------------------- tools
 need=()
@@ -268,8 +269,10 @@ if [ "${CONTAINER_KUBE_PLAY:-1}" = 1 ] && command -v kubectl >/dev/null; then
   KUBE_PLAYED=1
   t0=$(now)
   if podman kube play "$WORK/kube.yaml" >"$WORK/kube.log" 2>&1; then
-    kube_container=$(podman ps --filter pod=editx-pod --format '{{.Names}}' | grep -v infra | head -1)
-    if wait_ready "http://127.0.0.1:$kport" "$kube_container"; then
+    # podman names the Deployment's pod <name>-pod-0 and its container <pod>-<container>.
+    kube_container=$(podman ps --format '{{.Names}}' | grep -E '^editx-pod(-0)?-editx$' | head -1 || true)
+    [ -n "$kube_container" ] || { podman ps -a; cat "$WORK/kube.log"; }
+    if [ -n "$kube_container" ] && wait_ready "http://127.0.0.1:$kport" "$kube_container"; then
       kube_uid=$(podman exec "$kube_container" id -u)
       [ "$kube_uid" = 1034 ] && echo "ok   the Deployment's pod runs as uid $kube_uid" || fail "the pod runs as uid $kube_uid"
       if podman exec "$kube_container" sh -c 'touch /models/.w' 2>/dev/null; then fail "the pod's /models is writable"

@@ -9,10 +9,11 @@
 # removing files nothing loads:
 #   - CUDA libraries no other library needs and torch never opens (checked with readelf and
 #     strings on torch 2.11 +cu130): the alternative NVRTC build, multi-GPU cuSOLVER, the CUPTI
-#     profiling helpers, NVBLAS, the FFTW wrapper, static archives; and C/C++ headers;
+#     profiling helpers, NVBLAS, the FFTW wrapper, static archives; C/C++ headers; torch's ptxas
+#     and protoc; the test suites inside wheels;
 #   - no .pyc files are written: Python compiles what it imports on first start instead (seconds;
 #     PYTHONPYCACHEPREFIX in bentofile.yaml keeps them in /tmp for restarts of the container).
-# Together about 0.7 GB. It then fails the build when a library torch or the CUDA wheels link
+# Together about 0.6 GB. It then fails the build when a library torch or the CUDA wheels link
 # against is missing.
 set -eu
 # triton: nothing here compiles GPU kernels (UV_OVERRIDE in bentofile.yaml points uv at this file).
@@ -33,6 +34,11 @@ rm -f "$lib"/libnvrtc.alt.so.* "$lib"/libnvrtc-builtins.alt.so.* "$lib"/libcusol
       "$lib"/libnvperf_host.so "$lib"/libnvperf_target.so "$lib"/libpcsamplingutil.so \
       "$lib"/libcheckpoint.so "$lib"/libnvblas.so.* "$lib"/libcufftw.so.* "$lib"/*.a
 rm -rf "$site"/nvidia/*/include "$site"/torch/include
+# torch's copies of ptxas and protoc serve kernel compilation and code generation only.
+rm -f "$site"/torch/bin/ptxas "$site"/torch/bin/protoc "$site"/torch/bin/protoc-*
+# Test suites shipped inside wheels (pandas, numba, numpy, scipy, sympy, ...): no module outside
+# them imports them.
+find "$site" -depth -type d -name tests -exec rm -rf {} +
 echo "removed $((before - $(du -sm "$site" | cut -f1))) MB that nothing loads"
 # Every library torch and the CUDA wheels link against must still be there (the RDMA plugin of
 # cuFile needs InfiniBand libraries a host may add; the driver's libcuda comes from the host).
