@@ -1,8 +1,8 @@
 """editx-serve: Step-Audio-EditX as ONE BentoML service (API + Gradio UI + docs + health, one port).
 
 Thin glue only: the model lives in :class:`runners.engine.EditXEngine` (one per
-process), request/response models, error mapping and the upload cap live in
-``runners.api_models`` and ``runners.upload_limit``, the UI in ``ui``.
+process), everything HTTP (routes besides the audio APIs, request/response
+models, error mapping, the upload cap, logs) in ``api``, the UI in ``ui``.
 
 Routes: POST /clone, POST /edit (audio bytes back, metadata in X-EditX-*
 headers), POST /transcribe, GET /status, GET /vocabulary, GET /logs,
@@ -16,32 +16,29 @@ import logging
 import threading
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
+import anyio
 import bentoml
-import fastapi
 import gradio as gr
 from bentoml.validators import ContentType
 from pydantic import Field
+from starlette.requests import Request
 
-from runners.api_models import (
-    FORM_OVERHEAD_BYTES,
-    ResponseFormat,
-    StatusResponse,
-    audio_response,
-    build_status,
-    error_response,
-    read_upload,
-    require_ready,
-)
+from api.app import build_app
+from api.deps import current_engine
+from api.errors import error_response
+from api.logs import install as install_log_buffer
+from api.engine_calls import run_cancellable, stream_response
+from api.responses import ResponseFormat, audio_response, check_stream_format, stream_headers
+from api.status import require_ready
+from api.uploads import FORM_OVERHEAD_BYTES, UploadLimitMiddleware, read_upload
+from runners.audio import DECODER_RATE
 from runners.config import EngineConfig
-from runners.edit_vocab import VOCABULARY, EditVocabulary
+from runners.edit_vocab import VOCABULARY
 from runners.engine import EditXEngine
-from runners.errors import USER_ERRORS, InvalidInputError
-from runners.log_buffer import LogRecordOut, install as install_log_buffer
-from runners.prompt_cache import CacheStats
+from runners.errors import USER_ERRORS
 from runners.transcriber import Transcription
-from runners.upload_limit import UploadLimitMiddleware
 from ui import build_ui
 
 log = logging.getLogger("editx.service")
@@ -60,11 +57,6 @@ def before_load(engine: EditXEngine) -> None:
     """Hook run in the loader thread right before ``engine.load()``; tests use it to hold loading open."""
 
 
-def current_engine() -> EditXEngine:
-    """The engine of the running service instance: what the UI's callbacks use."""
-    return bentoml.get_current_service().engine
-
-
 def _image() -> bentoml.images.Image:
     """The container: Debian bookworm slim, Debian's Python 3.11, and the wheels' own CUDA libraries.
 
@@ -74,7 +66,7 @@ def _image() -> bentoml.images.Image:
     default apt step (build-essential, git, gnupg2) is not needed at run time, so the one apt step
     here installs only what is, without recommends. deploy/image/slim-install.sh (embedded here,
     base64) leaves triton out (nothing here compiles kernels; 0.6 GB) and makes ``uv pip install``
-    write no bytecode and drop CUDA libraries nothing loads, in the same layer (0.7 GB). BentoML's
+    write no bytecode and drop files nothing loads, in the same layer (about 0.6 GB). BentoML's
     Dockerfile runs as the non-root user ``bentoml`` (uid 1034); /data (prompt cache, voices) and
     /models (read-only weights) are the mount points. Python pins come from pyproject.toml, the one
     place they are kept.
@@ -104,15 +96,13 @@ def _image() -> bentoml.images.Image:
     return image
 
 
-_STARTUP_CONFIG = EngineConfig.from_env()
-ui_blocks: gr.Blocks = build_ui(current_engine, tiny=_STARTUP_CONFIG.is_tiny)
-web = fastapi.FastAPI(title="editx-serve", docs_url=None, redoc_url=None, openapi_url=None)
-web = gr.mount_gradio_app(web, ui_blocks, path="/ui", max_file_size=_STARTUP_CONFIG.max_upload_bytes,
-                          footer_links=["api"], show_error=True)
+ui_blocks: gr.Blocks = build_ui(current_engine)
+web = build_app(ui_blocks)
 
 
 def _body_limit() -> int:
-    return EngineConfig.from_env().max_upload_bytes + FORM_OVERHEAD_BYTES
+    """The body cap of the running instance: its engine's upload limit plus the form fields' room."""
+    return current_engine().config.max_upload_bytes + FORM_OVERHEAD_BYTES
 
 
 @bentoml.asgi_app(web, path="/")
@@ -129,7 +119,7 @@ class EditXService:
     """Zero-shot voice cloning and expressive speech editing (Step-Audio-EditX)."""
 
     def __init__(self) -> None:
-        self.engine = make_engine()
+        self.engine = make_engine()  # the configuration is read from the environment here, once
         ui_blocks.max_file_size = self.engine.config.max_upload_bytes
         self._loader: threading.Thread | None = None
         if not self.engine.config.lazy_load:  # load in the background: /livez answers, /readyz says 503
@@ -152,27 +142,41 @@ class EditXService:
         self.engine.close()
 
     # ------------------------------------------------------------------ APIs
+    # Async, with the engine call in a worker thread: concurrent requests reach the scheduler together.
     @bentoml.api(route="/clone")
-    def clone(
+    async def clone(
         self,
         prompt_audio: Path = Field(description="voice to clone: WAV/FLAC/OGG/MP3, 0.1–30 s (any declared type)"),
-        target_text: str = Field(description="what the cloned voice should say"),
+        target_text: str = Field(description="what the cloned voice should say; long texts are split into "
+                                             "sentences and generated together"),
         prompt_text: str = Field("", description="exact transcript of prompt_audio; empty = transcribed "
                                                  "automatically (EDITX_AUTO_TRANSCRIBE)"),
         seed: int | None = Field(None, ge=0, le=2**32 - 1, description="fixes sampling; empty = random"),
-        response_format: ResponseFormat = Field("wav", description="wav, flac or mp3"),
+        response_format: ResponseFormat = Field("wav", description="wav, flac, mp3 or pcm (16-bit LE mono)"),
+        speed: float = Field(1.0, description="0.25–4.0: slower or faster speech at the same pitch"),
+        stream: bool = Field(False, description="send the audio as it is made (wav with an open-ended header, "
+                                                "or pcm); flac and mp3 are not streamed"),
     ) -> Annotated[Path, ContentType("audio/*")]:
         """Speak target_text in the voice of prompt_audio. Returns audio; metadata in X-EditX-* headers."""
         try:
             require_ready(self.engine)
-            prompt = read_upload(prompt_audio, "prompt_audio", self.engine.config.max_upload_bytes)
-            syn = self.engine.clone(prompt, prompt_text or None, target_text, seed=seed)
+            check_stream_format(stream, response_format)
+            prompt = await anyio.to_thread.run_sync(
+                read_upload, prompt_audio, "prompt_audio", self.engine.config.max_upload_bytes)
+            request = current_request()
+            if stream:
+                chunks = await anyio.to_thread.run_sync(lambda: self.engine.clone_stream(
+                    prompt, prompt_text or None, target_text, seed=seed, speed=speed))
+                return stream_response(request, chunks, response_format, DECODER_RATE,  # type: ignore[return-value]
+                                       stream_headers(self.engine))
+            syn = await run_cancellable(request, lambda cancel: self.engine.clone(
+                prompt, prompt_text or None, target_text, seed=seed, speed=speed, cancel=cancel))
             return audio_response(syn, response_format, self.engine)  # type: ignore[return-value]
         except USER_ERRORS as exc:
             return error_response(exc)  # type: ignore[return-value]
 
     @bentoml.api(route="/edit")
-    def edit(
+    async def edit(
         self,
         audio: Path = Field(description="speech to edit: WAV/FLAC/OGG/MP3, 0.1–30 s (any declared type)"),
         edit_type: str = Field(description="one of " + ", ".join(_EDIT_TYPES),
@@ -186,22 +190,28 @@ class EditXService:
         n_edit_iter: int = Field(1, description="edit passes, 1–5; each edits the previous output",
                                  json_schema_extra={"minimum": 1, "maximum": 5}),
         seed: int | None = Field(None, ge=0, le=2**32 - 1, description="fixes sampling; empty = random"),
-        response_format: ResponseFormat = Field("wav", description="wav, flac or mp3"),
+        response_format: ResponseFormat = Field("wav", description="wav, flac, mp3 or pcm (16-bit LE mono)"),
+        stream: bool = Field(False, description="send the last pass's audio as it is made (wav or pcm)"),
     ) -> Annotated[Path, ContentType("audio/*")]:
         """Edit emotion, style, speed, paralinguistic sounds, noise or silence of audio."""
         try:
             require_ready(self.engine)
-            source = read_upload(audio, "audio", self.engine.config.max_upload_bytes)
-            syn = self.engine.edit(
-                source, audio_text or None, edit_type, edit_info or None,
-                target_text=target_text or None, n_edit_iter=n_edit_iter, seed=seed,
-            )
+            check_stream_format(stream, response_format)
+            source = await anyio.to_thread.run_sync(read_upload, audio, "audio", self.engine.config.max_upload_bytes)
+            request = current_request()
+            args = (source, audio_text or None, edit_type, edit_info or None)
+            kwargs = {"target_text": target_text or None, "n_edit_iter": n_edit_iter, "seed": seed}
+            if stream:
+                chunks = await anyio.to_thread.run_sync(lambda: self.engine.edit_stream(*args, **kwargs))
+                return stream_response(request, chunks, response_format, DECODER_RATE,  # type: ignore[return-value]
+                                       stream_headers(self.engine))
+            syn = await run_cancellable(request, lambda cancel: self.engine.edit(*args, **kwargs, cancel=cancel))
             return audio_response(syn, response_format, self.engine)  # type: ignore[return-value]
         except USER_ERRORS as exc:
             return error_response(exc)  # type: ignore[return-value]
 
     @bentoml.api(route="/transcribe")
-    def transcribe(
+    async def transcribe(
         self,
         audio: Path = Field(description="speech: WAV/FLAC/OGG/MP3, 0.1–30 s (any declared type)"),
         language: str = Field("", description="language code such as 'en' or 'zh'; empty = detect"),
@@ -209,38 +219,18 @@ class EditXService:
         """What is said in the audio (faster-whisper), with the detected language and durations."""
         try:
             require_ready(self.engine)
-            clip = read_upload(audio, "audio", self.engine.config.max_upload_bytes)
-            return self.engine.transcribe(clip, language or None)
+            clip = await anyio.to_thread.run_sync(read_upload, audio, "audio", self.engine.config.max_upload_bytes)
+            return await anyio.to_thread.run_sync(self.engine.transcribe, clip, language or None)
         except USER_ERRORS as exc:
             return error_response(exc)  # type: ignore[return-value]
 
-    # ------------------------------------------------------- GET endpoints
-    @web.get("/status", response_model=StatusResponse, tags=["Service APIs"])
-    def status(self) -> StatusResponse:
-        """Engine state (loaded/loading/unloaded/failed and why), device, dtypes, model, memory, versions."""
-        return build_status(self.engine)
 
-    @web.get("/vocabulary", response_model=EditVocabulary, tags=["Service APIs"])
-    def vocabulary(self) -> EditVocabulary:
-        """Every edit_type with its allowed edit_info values, and the paralinguistic tags."""
-        return self.engine.vocabulary
-
-    @web.get("/logs", response_model=list[LogRecordOut], tags=["Service APIs"])
-    def logs(self, limit: int = 100, min_level: str = "INFO", since: float | None = None) -> Any:
-        """The newest log records of this process (requests, stage timings, cache hits, loads, errors).
-
-        Pass the last record's ``created`` back as ``since`` to poll only for newer ones.
-        """
-        try:
-            return LOGS.records(limit=min(limit, 1000), min_level=min_level, since=since)
-        except InvalidInputError as exc:
-            return error_response(exc)
-
-    @web.post("/cache/clear", response_model=CacheStats, tags=["Service APIs"])
-    def clear_cache(self) -> CacheStats:
-        """Empty the prompt cache (memory and disk) and reset its statistics; returns them."""
-        self.engine.clear_prompt_cache()
-        return self.engine.cache.stats()
+def current_request() -> Request | None:
+    """The HTTP request being served (to notice a client that goes away), if there is one."""
+    try:
+        return EditXService.context.request
+    except LookupError:
+        return None
 
 
 EditXService.add_asgi_middleware(UploadLimitMiddleware, max_body_bytes=_body_limit)

@@ -28,7 +28,8 @@ class EngineConfig(BaseModel):
     decoder_dtype: DType = "float32"
     tiny_dir: str = Field("~/.cache/editx-serve/tiny", description="where EDITX_MODEL_PATH=tiny is written")
     max_audio_s: float = Field(30.0, gt=0, description="longest accepted input audio")
-    max_text_chars: int = Field(1000, gt=0, description="longest accepted target/prompt text")
+    max_text_chars: int = Field(10000, gt=0, description="longest accepted text; a long clone text is split "
+                                                         "into sentences generated as one batch")
     max_total_tokens: int = Field(8192, gt=0, description="LLM budget: prompt + generated tokens")
     max_upload_bytes: int = Field(50 * 1024 * 1024, gt=0)
     temperature: float = Field(0.7, gt=0)
@@ -46,6 +47,12 @@ class EngineConfig(BaseModel):
     )
     max_new_tokens: int | None = Field(
         None, gt=0, description="cap on generated tokens; unset = the official rule (prompt + output ≤ max_total_tokens)"
+    )
+
+    max_batch: int = Field(16, gt=0, description="requests decoded together in one LLM step (continuous batching)")
+    max_queue: int = Field(64, ge=0, description="requests waiting for a slot; beyond it a request gets 503")
+    cuda_graphs: Literal["auto", "0", "1"] = Field(
+        "auto", description="capture the decode step as CUDA graphs per batch/length bucket; auto = on CUDA"
     )
 
     audio_only_decoding: bool | None = Field(

@@ -31,3 +31,15 @@ class EngineUnavailableError(RuntimeError):
 
 # The errors whose message is written for the user; anything else escaping a request is a bug.
 USER_ERRORS: tuple[type[Exception], ...] = (InvalidInputError, EngineUnavailableError)
+
+
+class QueueFullError(EngineUnavailableError):
+    """Every generation slot is busy and the waiting queue is full (HTTP 503 with Retry-After)."""
+
+    retry_after_s = 5
+
+
+class RequestAbortedError(RuntimeError):
+    """The client went away or cancelled; nothing more is computed for the request."""
+
+    status_code = 499

@@ -22,13 +22,15 @@ from typing import Any
 import gradio as gr
 from pydantic import BaseModel
 
-from runners.api_models import TINY_NOTE, read_upload, require_ready
+from api.logs import LogRecordOut
+from api.logs import installed as installed_log_buffer
+from api.status import TINY_NOTE, build_status, require_ready
+from api.uploads import read_upload
 from runners.audio import encode_audio
+from runners.config import EngineConfig
 from runners.edit_vocab import VOCABULARY
 from runners.engine import EditXEngine, Progress, Synthesis
 from runners.errors import USER_ERRORS, EngineUnavailableError, InvalidInputError
-from runners.log_buffer import LogRecordOut
-from runners.log_buffer import installed as installed_log_buffer
 
 EngineGetter = Callable[[], EditXEngine]
 EDIT_TYPES: list[str] = [s.name for s in VOCABULARY.edit_types]
@@ -59,7 +61,7 @@ def banner_text(engine: EditXEngine | None) -> str:
     if engine is None:
         return "⏳ The service is starting."
     parts: list[str] = []
-    if engine.config.is_tiny:
+    if engine.is_tiny:
         parts.append(f"⚠️ **{TINY_NOTE}.** Point EDITX_MODEL_PATH at the real model for speech.")
     if engine.state == "failed":
         parts.append(f"❌ The model failed to load: `{engine.error}`")
@@ -120,28 +122,27 @@ def status_markdown(engine: EditXEngine | None) -> str:
     """The operator's view in a few lines: state, idle timer, memory, cache, ASR."""
     if engine is None:
         return "⏳ The service is starting."
-    st = engine.status()
-    cache, asr, mem = st["cache"], st["asr"], st["memory"]
-    assert isinstance(cache, dict) and isinstance(asr, dict) and isinstance(mem, dict)
-    lines = [f"**Engine** {st['state']} on {st['device']} (LLM {st['llm_dtype']}), loaded {st['load_count']}×"]
-    if st.get("error"):
-        lines.append(f"**Error** `{st['error']}`")
-    idle = f"**Idle** {st['idle_s']:.0f} s"
-    if st.get("time_until_unload_s") is not None:
-        idle += f", {st['idle_action']} in {st['time_until_unload_s']:.0f} s"
-    elif not st.get("idle_unload_s"):
+    st = build_status(engine)
+    cache, asr, mem = st.cache or {}, st.asr or {}, st.memory
+    lines = [f"**Engine** {st.state} on {st.device} (LLM {st.llm_dtype}), loaded {st.load_count}×"]
+    if st.error:
+        lines.append(f"**Error** `{st.error}`")
+    idle = f"**Idle** {st.idle_s or 0:.0f} s"
+    if st.time_until_unload_s is not None:
+        idle += f", {st.idle_action} in {st.time_until_unload_s:.0f} s"
+    elif not st.idle_unload_s:
         idle += " (idle unload off)"
     lines.append(idle)
-    memory = f"**Memory** RSS {mem.get('rss_mb', 0):.0f} MiB"
-    if mem.get("gpu_allocated_mb") is not None:
-        memory += f", GPU {mem['gpu_allocated_mb']:.0f} MiB allocated / {mem['gpu_reserved_mb']:.0f} MiB reserved"
+    memory = f"**Memory** RSS {mem.rss_mb or 0:.0f} MiB"
+    if mem.gpu_allocated_mb is not None:
+        memory += f", GPU {mem.gpu_allocated_mb:.0f} MiB allocated / {mem.gpu_reserved_mb or 0:.0f} MiB reserved"
     lines.append(memory)
     lines.append(
         f"**Prompt cache** {cache['entries']} entries ({cache['bytes'] / 2**20:.1f} MiB), "
         f"{cache['hits']} hits / {cache['misses']} misses (hit rate {cache['hit_rate']:.0%}), "
         f"{cache['time_saved_s']:.2f} s saved"
     )
-    auto = "on" if st.get("auto_transcribe") else "off"
+    auto = "on" if st.auto_transcribe else "off"
     lines.append(f"**ASR** {asr['model']} on {asr['device']} ({asr['compute_type']}), "
                  f"{'loaded' if asr['loaded'] else 'not loaded'}; auto-transcription {auto}")
     return "  \n".join(lines)
@@ -227,8 +228,8 @@ def edit_action(
 
 
 # --------------------------------------------------------------------- UI
-def build_ui(get_engine: EngineGetter, *, tiny: bool = False) -> gr.Blocks:
-    """The Blocks (not launched: the service mounts it). ``tiny`` sets the initial banner."""
+def build_ui(get_engine: EngineGetter) -> gr.Blocks:
+    """The Blocks (not launched: the service mounts it); the banner is filled from the engine on page load."""
 
     def gradio_progress(progress: gr.Progress) -> Progress:
         def report(stage: str, fraction: float) -> None:
@@ -293,7 +294,7 @@ def build_ui(get_engine: EngineGetter, *, tiny: bool = False) -> gr.Blocks:
     first = VOCABULARY.edit_types[0]
     with gr.Blocks(title="Step-Audio-EditX") as demo:
         gr.Markdown("# Step-Audio-EditX\nZero-shot voice cloning and expressive speech editing.")
-        banner = gr.Markdown(f"⚠️ **{TINY_NOTE}.**" if tiny else "", elem_id="editx-banner")
+        banner = gr.Markdown("", elem_id="editx-banner")
         history_state = gr.State([])
         with gr.Row():
             with gr.Column():
@@ -304,7 +305,8 @@ def build_ui(get_engine: EngineGetter, *, tiny: bool = False) -> gr.Blocks:
                 transcribe_btn = gr.Button("Transcribe input audio into Prompt text", size="sm",
                                            elem_id="editx-transcribe")
                 target_text = gr.Textbox(label="Target text (what to say / tagged text for paralinguistic)",
-                                         lines=2, max_length=1000, elem_id="editx-target-text")
+                                         lines=2, max_length=EngineConfig.from_env().max_text_chars,
+                                         elem_id="editx-target-text")
                 with gr.Row():
                     edit_type = gr.Dropdown(EDIT_TYPES, value=first.name, label="Edit type", elem_id="editx-edit-type")
                     edit_info = gr.Dropdown(first.values, value=first.values[0], label="Edit value",

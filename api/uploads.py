@@ -1,4 +1,4 @@
-"""ASGI middleware that caps request bodies BEFORE they are read.
+"""Uploads: decoding an uploaded file, and the ASGI middleware that caps request bodies BEFORE they are read.
 
 BentoML and Starlette read a whole multipart body (and BentoML copies each
 file into memory) before any API code runs, and Gradio's own limit acts only
@@ -13,7 +13,11 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Awaitable, Callable, MutableMapping
+from pathlib import Path
 from typing import Any
+
+from runners.audio import Audio, AudioDecodeError, decode_audio
+from runners.errors import InputTooLargeError, InvalidInputError
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -22,6 +26,30 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 log = logging.getLogger("editx.upload")
+
+# Room for multipart framing and the text fields on top of the audio file itself.
+FORM_OVERHEAD_BYTES = 1024 * 1024
+
+
+def read_upload(path: Path | str, field: str, max_bytes: int) -> Audio:
+    """Decode an uploaded file; the declared content type is ignored, the bytes are judged."""
+    path = Path(path)
+    size = path.stat().st_size
+    if size == 0:
+        raise InvalidInputError(f"{field} is an empty file (0 bytes)", field=field)
+    if size > max_bytes:
+        raise InputTooLargeError(
+            f"{field} is {size} bytes; the upload limit is {max_bytes} bytes (EDITX_MAX_UPLOAD_BYTES)", field=field
+        )
+    try:
+        return decode_audio(path)
+    except AudioDecodeError as exc:
+        # libsndfile's reason without the server-side temporary path it quotes.
+        reason = getattr(exc.__cause__, "error_string", None) or "no samples"
+        raise InvalidInputError(
+            f"{field} is not audio that can be decoded ({reason.rstrip('.')}); send WAV, FLAC, OGG or MP3",
+            field=field,
+        ) from exc
 
 
 class UploadLimitMiddleware:
@@ -33,11 +61,9 @@ class UploadLimitMiddleware:
 
     @property
     def max_body_bytes(self) -> int:
-        # A callable is resolved on first use, so the limit can come from the
-        # environment of the process that serves (not the one that imports).
-        if callable(self._limit):
-            self._limit = int(self._limit())
-        return self._limit
+        # A callable is asked on every request, so the limit is the running instance's
+        # (its configuration is read when it starts, not when this module is imported).
+        return int(self._limit()) if callable(self._limit) else self._limit
 
     def _message(self, size: int | None) -> bytes:
         seen = f"{size} bytes" if size is not None else "more than that"

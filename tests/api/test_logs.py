@@ -10,9 +10,9 @@ from datetime import datetime
 
 import pytest
 
-from runners import log_buffer as lb
+from api import logs as lb
 from runners.errors import InvalidInputError
-from runners.log_buffer import LogBuffer, install
+from api.logs import LogBuffer, install
 
 
 @pytest.fixture
