@@ -200,3 +200,16 @@ def test_every_editx_variable_in_the_manifests_is_documented(rendered: list[dict
     used = set(re.findall(r"\bEDITX_[A-Z_]+\b", yaml.safe_dump_all(rendered)))
     assert used, "the manifests set no EDITX_* variable"
     assert used - documented == set(), "set in deploy/kubernetes but missing from the README table"
+
+
+def test_the_autoscaler_reads_a_metric_the_service_serves(example: dict[str, dict[str, Any]]) -> None:
+    (metric,) = example["HorizontalPodAutoscaler"]["spec"]["metrics"]
+    assert metric["type"] == "Pods"
+    name = metric["pods"]["metric"]["name"]
+    defined = {m for path in [*ROOT.glob("api/**/*.py"), *ROOT.glob("runners/**/*.py")]
+               for m in re.findall(r'\b(?:Gauge|Counter|Histogram)\(\s*"([a-z_]+)"', path.read_text())}
+    if not defined:
+        pytest.skip("the service defines no Prometheus metric of its own yet (editx_queue_depth comes with the scheduler)")
+    assert name in defined, f"{name} is not a metric the service defines ({sorted(defined)})"
+    rules = yaml.safe_load((KUBE / "prometheus-adapter-rules.yaml").read_text())
+    assert any(name in rule["seriesQuery"] for rule in rules["rules"]["custom"])
