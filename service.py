@@ -25,24 +25,32 @@ from bentoml.validators import ContentType
 from pydantic import Field
 from starlette.requests import Request
 
+from api import metrics
+from api.admission import AdmissionMiddleware
 from api.app import build_app
-from api.deps import current_engine
+from api.auth import AuthMiddleware
+from api.deps import current_engine, current_settings
 from api.errors import error_response
+from api.forms import FormGuardMiddleware
 from api.logs import install as install_log_buffer
-from api.engine_calls import run_cancellable, stream_response
+from api.engine_calls import client_gone_response, run_cancellable, stream_response
+from api.engine_metrics import PrometheusEvents
 from api.responses import ResponseFormat, audio_response, check_stream_format, stream_headers
+from api.settings import HttpSettings
 from api.status import require_ready
 from api.uploads import FORM_OVERHEAD_BYTES, UploadLimitMiddleware, read_upload
 from runners.audio import DECODER_RATE
 from runners.config import EngineConfig
 from runners.edit_vocab import VOCABULARY
 from runners.engine import EditXEngine
-from runners.errors import USER_ERRORS
+from runners import privacy
+from runners.errors import USER_ERRORS, RequestAbortedError
 from runners.transcriber import Transcription
 from ui import build_ui
 
 log = logging.getLogger("editx.service")
 LOGS = install_log_buffer("editx", include_access_log=True)  # what GET /logs and the UI log panel show
+metrics.install()  # /metrics labels by route template, never by raw path
 
 _HERE = Path(__file__).resolve().parent
 _EDIT_TYPES = [s.name for s in VOCABULARY.edit_types]
@@ -110,9 +118,10 @@ def _body_limit() -> int:
     name="editx",
     resources={"gpu": 1},
     workers=1,  # one model copy; Gradio's queue lives in one process
-    # max_concurrency counts EVERY request (UI assets and Gradio streams too); GPU work is serialized
-    # by the engine lock and Gradio's queue, so this only bounds waiting connections.
-    traffic={"timeout": 600, "max_concurrency": 64},
+    # No traffic.max_concurrency: it counts EVERY request (it answered 429 to /status and /ui/ under
+    # load). api.admission bounds work requests (EDITX_MAX_REQUESTS) and api.uploads the bodies being
+    # received (EDITX_MAX_UPLOADS); GPU work is serialized by the engine and Gradio's queue.
+    traffic={"timeout": 600},
     image=_image(),
 )
 class EditXService:
@@ -120,6 +129,12 @@ class EditXService:
 
     def __init__(self) -> None:
         self.engine = make_engine()  # the configuration is read from the environment here, once
+        self.engine.events = PrometheusEvents()  # editx_* metrics on /metrics
+        self.http = HttpSettings.from_env()
+        privacy.configure(self.engine.config.log_content)
+        if not self.http.keys():
+            log.warning("authentication is off: anyone who reaches this port can use every route "
+                        "(set EDITX_API_KEYS or EDITX_API_KEYS_FILE)")
         ui_blocks.max_file_size = self.engine.config.max_upload_bytes
         self._loader: threading.Thread | None = None
         if not self.engine.config.lazy_load:  # load in the background: /livez answers, /readyz says 503
@@ -174,6 +189,8 @@ class EditXService:
             return audio_response(syn, response_format, self.engine)  # type: ignore[return-value]
         except USER_ERRORS as exc:
             return error_response(exc)  # type: ignore[return-value]
+        except RequestAbortedError:
+            return client_gone_response()  # type: ignore[return-value]
 
     @bentoml.api(route="/edit")
     async def edit(
@@ -209,6 +226,8 @@ class EditXService:
             return audio_response(syn, response_format, self.engine)  # type: ignore[return-value]
         except USER_ERRORS as exc:
             return error_response(exc)  # type: ignore[return-value]
+        except RequestAbortedError:
+            return client_gone_response()  # type: ignore[return-value]
 
     @bentoml.api(route="/transcribe")
     async def transcribe(
@@ -233,4 +252,15 @@ def current_request() -> Request | None:
         return None
 
 
-EditXService.add_asgi_middleware(UploadLimitMiddleware, max_body_bytes=_body_limit)
+def _form_routes() -> dict[str, tuple[type, frozenset[str]]]:
+    """The audio APIs' routes with their input models and file fields (for api.forms)."""
+    return {api.route: (api.input_spec, frozenset(api.input_spec.multipart_fields))
+            for api in EditXService.apis.values()}
+
+
+# Outermost first: no key → 401 before anything is counted or read; then admission, the body guard,
+# and the form checks of the audio APIs.
+EditXService.add_asgi_middleware(AuthMiddleware, settings=current_settings)
+EditXService.add_asgi_middleware(AdmissionMiddleware, settings=current_settings)
+EditXService.add_asgi_middleware(UploadLimitMiddleware, max_body_bytes=_body_limit, settings=current_settings)
+EditXService.add_asgi_middleware(FormGuardMiddleware, routes=_form_routes)

@@ -23,7 +23,7 @@ from typing import Literal, TypeVar
 import anyio
 import numpy as np
 from starlette.requests import Request
-from starlette.responses import StreamingResponse
+from starlette.responses import Response, StreamingResponse
 
 from runners.engine import AudioChunk
 
@@ -59,6 +59,11 @@ async def run_cancellable(request: Request | None, call: Callable[[threading.Eve
     except asyncio.CancelledError:
         cancel.set()
         raise
+
+
+def client_gone_response() -> Response:
+    """What an aborted request answers; nobody reads it (nginx's 499: the client closed the request)."""
+    return Response(status_code=499)
 
 
 def pcm16(samples: np.ndarray) -> bytes:

@@ -1,21 +1,32 @@
-"""Uploads: decoding an uploaded file, and the ASGI middleware that caps request bodies BEFORE they are read.
+"""Uploads: decoding an uploaded file, and the ASGI middleware that guards request bodies BEFORE they are read.
 
 BentoML and Starlette read a whole multipart body (and BentoML copies each
 file into memory) before any API code runs, and Gradio's own limit acts only
-after its upload is parsed. This middleware answers 413 from the
-Content-Length header without reading anything, and for bodies without one
-(chunked) it counts bytes as they stream in and cuts the request off at the
-limit, replacing whatever the application would have answered with the 413.
+after its upload is parsed. The middleware
+
+- answers 413 from the Content-Length header without reading anything, and for
+  bodies without one (chunked) counts bytes as they stream in and cuts the
+  request off at the limit;
+- gives every body a deadline (EDITX_UPLOAD_TIMEOUT_S): a client that has not
+  sent it all by then gets a 408, so a trickling client holds nothing for long;
+- bounds the bodies being received at once (EDITX_MAX_UPLOADS), apart from the
+  model's queue: one more answers 429 at once instead of waiting.
+
+A cut-off body looks to the application like a client that went away, and
+whatever it would answer is replaced by the 413/408.
 """
 
 from __future__ import annotations
 
-import json
+import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from pathlib import Path
 from typing import Any
 
+from api.errors import send_error
+from api.settings import HttpSettings
 from runners.audio import Audio, AudioDecodeError, decode_audio
 from runners.errors import InputTooLargeError, InvalidInputError
 
@@ -53,11 +64,14 @@ def read_upload(path: Path | str, field: str, max_bytes: int) -> Audio:
 
 
 class UploadLimitMiddleware:
-    """Reject HTTP request bodies larger than ``max_body_bytes`` with a JSON 413."""
+    """Body cap (413), body deadline (408) and a bound on bodies received at once (429)."""
 
-    def __init__(self, app: ASGIApp, max_body_bytes: int | Callable[[], int]) -> None:
+    def __init__(self, app: ASGIApp, max_body_bytes: int | Callable[[], int],
+                 settings: Callable[[], HttpSettings] | None = None) -> None:
         self.app = app
         self._limit = max_body_bytes
+        self._settings = settings or HttpSettings
+        self.receiving = 0  # bodies being received now
 
     @property
     def max_body_bytes(self) -> int:
@@ -65,75 +79,105 @@ class UploadLimitMiddleware:
         # (its configuration is read when it starts, not when this module is imported).
         return int(self._limit()) if callable(self._limit) else self._limit
 
-    def _message(self, size: int | None) -> bytes:
+    def _too_large(self, size: int | None) -> str:
         seen = f"{size} bytes" if size is not None else "more than that"
-        text = (
+        return (
             f"request body too large: {seen}; the limit is {self.max_body_bytes} bytes "
             "(the audio upload limit EDITX_MAX_UPLOAD_BYTES plus 1 MiB for form fields)"
         )
-        return json.dumps({"error": text, "field": "body"}).encode()
 
-    async def _send_413(self, send: Send, size: int | None) -> None:
-        body = self._message(size)
-        log.warning("refused with 413: %s", json.loads(body)["error"], extra={"stage": "request"})
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"connection", b"close"),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+    async def _refuse(self, send: Send, path: str, status: int, message: str) -> None:
+        log.warning("refused with %d: %s", status, message, extra={"stage": "request"})
+        await send_error(send, path, status, message, "body", close=True)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         limit = self.max_body_bytes
+        declared: int | None = None
+        chunked = False
         for name, value in scope.get("headers", []):
             if name == b"content-length":
                 try:
                     declared = int(value)
                 except ValueError:
                     declared = None
-                if declared is not None and declared > limit:
-                    await self._send_413(send, declared)
-                    return
-                break
+            elif name == b"transfer-encoding" and b"chunked" in value.lower():
+                chunked = True
+        path = scope["path"]
+        if declared is not None and declared > limit:
+            await self._refuse(send, path, 413, self._too_large(declared))
+            return
+        has_body = chunked or bool(declared)
+        settings = self._settings()
+        if has_body and self.receiving >= settings.max_uploads:
+            message = (f"too many uploads in progress ({self.receiving}, the limit is {settings.max_uploads}: "
+                       "EDITX_MAX_UPLOADS); retry in a moment")
+            log.info("refused with 429: %s", message, extra={"stage": "request"})
+            await send_error(send, path, 429, message, "body", {"Retry-After": "1"}, close=True)
+            return
 
+        deadline = time.monotonic() + settings.upload_timeout_s
         received = 0
-        exceeded = False
+        cut: int | None = None  # 413 or 408 once the body was cut off
+        body_done = not has_body
+        slot = False
         response_started = False
 
-        async def limited_receive() -> Message:
-            nonlocal received, exceeded
-            if exceeded:
+        def release() -> None:
+            nonlocal slot
+            if slot:
+                slot = False
+                self.receiving -= 1
+
+        async def guarded_receive() -> Message:
+            nonlocal received, cut, body_done
+            if cut is not None:
                 return {"type": "http.disconnect"}
-            message = await receive()
+            if body_done:
+                return await receive()  # after the body: only the disconnect is left to wait for
+            try:
+                message = await asyncio.wait_for(receive(), max(0.0, deadline - time.monotonic()))
+            except TimeoutError:
+                cut = 408
+                release()
+                return {"type": "http.disconnect"}  # every framework stops reading
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
-                    exceeded = True
-                    # Look like a client that went away: every framework stops reading.
+                    cut = 413
+                    release()
                     return {"type": "http.disconnect"}
+                if not message.get("more_body", False):
+                    body_done = True
+                    release()
+            else:
+                release()
             return message
 
         async def guarded_send(message: Message) -> None:
             nonlocal response_started
-            if exceeded:
-                return  # the app's answer to the cut-off body is replaced by the 413
+            if cut is not None:
+                return  # the app's answer to the cut-off body is replaced by the 413/408
             if message["type"] == "http.response.start":
                 response_started = True
             await send(message)
 
+        if has_body:
+            slot = True
+            self.receiving += 1
         try:
-            await self.app(scope, limited_receive, guarded_send)
+            await self.app(scope, guarded_receive, guarded_send)
         except Exception:
-            if not exceeded:
+            if cut is None:
                 raise
-        if exceeded and not response_started:
-            await self._send_413(send, None)
+        finally:
+            release()
+        if cut is not None and not response_started:
+            if cut == 408:
+                message = (f"the request body did not arrive within {settings.upload_timeout_s:g} s "
+                           "(EDITX_UPLOAD_TIMEOUT_S)")
+            else:
+                message = self._too_large(None)
+            await self._refuse(send, path, cut, message)

@@ -11,9 +11,10 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from runners.model_store import DEFAULT_FUNASR_ID, ModelSource
+from runners.quantization import Quantization, parse_quantization
 
 DType = Literal["auto", "bfloat16", "float16", "float32"]
 TINY = "tiny"
@@ -26,6 +27,9 @@ class EngineConfig(BaseModel):
     device: str = Field("auto", description="'auto' (CUDA when present), 'cpu', 'cuda', 'cuda:1', …")
     llm_dtype: DType = Field("auto", description="'auto' = bfloat16 on CUDA, float32 on the CPU")
     decoder_dtype: DType = "float32"
+    llm_quantization: Quantization = Field(
+        "none", description="'none', 'int8' or 'nf4' (bitsandbytes, at load), 'awq' (the AWQ-4bit checkpoint folder)"
+    )
     tiny_dir: str = Field("~/.cache/editx-serve/tiny", description="where EDITX_MODEL_PATH=tiny is written")
     max_audio_s: float = Field(30.0, gt=0, description="longest accepted input audio")
     max_text_chars: int = Field(10000, gt=0, description="longest accepted text; a long clone text is split "
@@ -55,9 +59,18 @@ class EngineConfig(BaseModel):
         "auto", description="capture the decode step as CUDA graphs per batch/length bucket; auto = on CUDA"
     )
 
+    log_content: bool = Field(
+        False, description="write transcripts, texts and edit values to the logs (and /logs); off = sizes only"
+    )
     audio_only_decoding: bool | None = Field(
         None, description="sample only audio ids and EOS; unset = on for tiny random models, off (official) otherwise"
     )
+
+    @field_validator("llm_quantization", mode="before")
+    @classmethod
+    def _known_quantization(cls, value: object) -> str:
+        """Accept upstream's spellings (int4, awq-4bit); refuse anything else, naming the choices."""
+        return parse_quantization(str(value) if value is not None else None)
 
     @property
     def is_tiny(self) -> bool:

@@ -26,6 +26,7 @@ from typing import Literal
 import numpy as np
 import torch
 
+from runners import privacy
 from runners.audio import DECODER_RATE, TOKENIZER_RATE, Audio, limit_peak
 from runners.config import EngineConfig
 from runners.edit_vocab import VOCABULARY, EditVocabulary, validate_edit
@@ -120,6 +121,7 @@ class EditXEngine:
         self._decode_lock = threading.Lock()  # flow + vocoder: one chunk at a time, beside the LLM loop
         self._parts: dict[str, object] = {}
         self._loop: EngineLoop | None = None
+        self._tokens_reported = 0
         self.events = EngineEvents()
         cfg = self.config
         self.cache = PromptCache(
@@ -158,6 +160,7 @@ class EditXEngine:
 
     def resolve_paths(self) -> ModelPaths:
         cfg = self.config
+        awq = cfg.llm_quantization == "awq"
         if cfg.is_tiny:
             from runners.tiny import TINY_MARKER, build_tiny_model_root
 
@@ -165,8 +168,13 @@ class EditXEngine:
             if not (root / TINY_MARKER).is_file():
                 log.warning("EDITX_MODEL_PATH=tiny: writing a random-weight model to %s (output is noise)", root)
                 build_tiny_model_root(root)
-            return ModelPaths(root, cfg.funasr_id).check()
-        return resolve_model_root(cfg.model_path, cfg.model_source, funasr_id=cfg.funasr_id)
+            if awq and ModelPaths(root, awq=True).awq_dir is None:
+                from runners.tiny import write_tiny_awq_part
+
+                log.warning("EDITX_LLM_QUANTIZATION=awq: writing the tiny AWQ-4bit checkpoint to %s", root)
+                write_tiny_awq_part(root)
+            return ModelPaths(root, cfg.funasr_id, awq).check()
+        return resolve_model_root(cfg.model_path, cfg.model_source, funasr_id=cfg.funasr_id, awq=awq)
 
     def load(self) -> "EditXEngine":
         """Load every part (idempotent). Raises EngineUnavailableError on failure."""
@@ -196,12 +204,13 @@ class EditXEngine:
 
         paths = self.paths = self.resolve_paths()
         cfg = self.config
-        text_tokenizer = TextTokenizer(paths.llm_dir)
+        text_tokenizer = TextTokenizer(paths.text_tokenizer_dir)
         self._parts = {
             "audio_tokenizer": AudioTokenizer(paths, device=self.device),
             "text_tokenizer": text_tokenizer,
             "prompt_builder": PromptBuilder(text_tokenizer),
-            "llm": Step1LM.from_pretrained(paths.llm_dir, device=self.device, dtype=cfg.llm_torch_dtype()),
+            "llm": Step1LM.from_pretrained(paths.llm_weights_dir, device=self.device, dtype=cfg.llm_torch_dtype(),
+                                           quantization=cfg.llm_quantization),
             "speaker_encoder": SpeakerEncoder(paths.decoder_dir / "campplus.onnx", device=self.device),
             "token2wav": Token2Wav(paths.decoder_dir, device=self.device, dtype=cfg.decoder_torch_dtype()),
         }
@@ -217,6 +226,7 @@ class EditXEngine:
         decode = decode_function(llm, cfg.cuda_graphs, cfg.max_batch)
         runner = LLMRunner(llm, cfg.max_batch, cfg.max_total_tokens, decode=decode)
         sync_every = 4 if self.device.type == "cuda" else 1
+        self._tokens_reported = 0
         self._loop = EngineLoop(runner, scheduler, sync_every=sync_every, on_step=self._on_step).start()
 
     def _stop_loop(self) -> None:
@@ -226,8 +236,12 @@ class EditXEngine:
 
     def _on_step(self, plan: SchedulerOutput, seconds: float) -> None:
         loop = self._loop
-        waiting = loop.scheduler.get_request_counts()[1] if loop is not None else 0
-        self.events.step(len(plan.decodes), waiting, len(plan.decodes) + sum(c.last for c in plan.prefills))
+        if loop is None:
+            return
+        stats = loop.scheduler.make_stats()
+        new_tokens = stats.generated_tokens - self._tokens_reported
+        self._tokens_reported = stats.generated_tokens
+        self.events.step(len(plan.decodes), stats.waiting, new_tokens)
 
     @property
     def ready(self) -> bool:
@@ -259,9 +273,16 @@ class EditXEngine:
 
     def offload(self, reason: str = "requested") -> None:
         """Move the torch weights to CPU memory; the next request moves them back."""
+        from runners.quantization import offload_supported
+
         with self._lock:
             self._drained.wait_for(lambda: self._inflight == 0)
             if self.state != "loaded":
+                return
+            if not offload_supported(self.config.llm_quantization):
+                log.info("the %s LLM is unloaded instead of offloaded: bitsandbytes weights are not moved "
+                         "between devices", self.config.llm_quantization)
+                self.unload(f"{reason}; offload of a {self.config.llm_quantization} LLM unloads instead")
                 return
             before = self.memory()
             self._stop_loop()  # its cache goes too; the loop starts again with the weights
@@ -388,7 +409,11 @@ class EditXEngine:
 
     # ---------------------------------------------------------------- stages
     def cache_settings(self) -> str:
-        """What besides the samples changes the prompt features: the model files used."""
+        """What besides the samples changes the prompt features: the model files used.
+
+        Not the LLM variant (EDITX_LLM_QUANTIZATION): the features come from the audio
+        tokenizer, the mel and the speaker model, which are the same for every variant.
+        """
         paths = self.paths or self.resolve_paths()
         return f"v1|{paths.root}|{self.config.funasr_id}"
 
@@ -453,7 +478,7 @@ class EditXEngine:
         if not heard:
             raise InvalidInputError(f"{field} is empty and no speech was recognized in the audio: give the transcript",
                                     field=field)
-        log.info("auto-transcribed %s: %r", field, heard[:80])
+        log.info("auto-transcribed %s (%s)", field, privacy.shown(heard))
         return self.check_text(heard, field)
 
     def tokenize(self, audio: Audio) -> list[int]:
@@ -491,7 +516,8 @@ class EditXEngine:
     def _abort(self, requests: list[GenerationRequest]) -> None:
         loop = self._loop
         for request in requests:
-            if not request.finished and loop is not None:
+            if not request.finished and not request.abort_requested and loop is not None:
+                request.abort_requested = True
                 loop.abort(request.request_id)
                 self.events.aborted()
 
@@ -773,7 +799,7 @@ class EditXEngine:
                 current = Audio(torch.from_numpy(samples.copy()), DECODER_RATE)
             progress("done", 1.0)
         syn = Synthesis(samples, DECODER_RATE, total_tokens, timings, iterations=n_edit_iter)
-        self._report(f"edit {edit_type}", syn)
+        self._report(f"edit {edit_type}" + (f"/{edit_info}" if edit_info and privacy.enabled() else ""), syn)
         return syn
 
     def _edit_pass(self, current: Audio, audio_text: str | None, edit_type: str, edit_info: str | None,
@@ -878,7 +904,8 @@ class EditXEngine:
             "cache": self.cache.stats().model_dump(),
             "auto_transcribe": cfg.auto_transcribe,
             "asr": self.transcriber.info().model_dump(),
-            "scheduler": self.scheduler_stats().model_dump() if self._loop is not None else None,
+            "scheduler": self.scheduler_stats().model_dump(),
+            **self._llm_status(),
         }
 
     def scheduler_stats(self) -> SchedulerStats:
@@ -890,6 +917,13 @@ class EditXEngine:
                                   batch_size=0, steps=0, generated_tokens=0, aborted=0, finished=0,
                                   tokens_per_s=0.0)
         return loop.scheduler.make_stats()
+
+    def _llm_status(self) -> dict[str, object]:
+        """The LLM variant, its weight memory once loaded, and what idle does with it."""
+        from runners.quantization import llm_status
+
+        llm = self._parts.get("llm")
+        return llm_status(self.config.llm_quantization, getattr(llm, "model", None), self.config.idle_action)
 
     def _time_until_unload(self) -> float | None:
         if self.config.idle_unload_s <= 0 or self.state != "loaded":

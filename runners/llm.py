@@ -90,10 +90,17 @@ class Step1LM:
         device: torch.device | str = "cpu",
         dtype: torch.dtype | str = torch.bfloat16,
         prefill_chunk: int = 1024,
+        quantization: str = "none",
     ) -> "Step1LM":
-        """Load config.json + safetensors from a local folder; never reaches a hub."""
-        model = Step1ForCausalLM.from_pretrained(str(llm_dir), dtype=_dtype_of(dtype), local_files_only=True)
-        return cls(model.to(torch.device(device)), prefill_chunk=prefill_chunk)
+        """Load config.json + safetensors from a local folder; never reaches a hub.
+
+        ``quantization`` is a variant of runners.quantization (int8, nf4, awq); the
+        quantized layers are ordinary modules of the model, so decoding is unchanged.
+        """
+        from runners.quantization import load_step1, parse_quantization
+
+        model = load_step1(llm_dir, parse_quantization(quantization), device=device, dtype=_dtype_of(dtype))
+        return cls(model, prefill_chunk=prefill_chunk)
 
     @property
     def device(self) -> torch.device:

@@ -27,7 +27,10 @@ How a chunk is made, and why the stream stays close to the non-streamed decode o
 
 Without cross-chunk attention the flow's output for a frame depends on the future tokens it could
 not see, so the stream is close to, not equal to, the whole-utterance decode; tests/test_streaming.py
-measures and bounds the gap. The total length equals the non-streamed length exactly.
+measures and bounds the gap. The total length equals the non-streamed length exactly. Measured on
+the tiny random decoder (CPU, one thread, bench/bench_streaming.py): stream mel 35–37 dB SNR against
+the whole call's mel; vocoding in pieces alone ≈ 68 dB; the first piece costs ~0.09 s of compute
+(the whole 10 s call ~0.48 s); the whole stream ~2.3× one whole call, flat per 48-frame chunk.
 
 All state is per instance: any number of decoders may share one Token2Wav (its modules are only
 read); calls on one decoder must not overlap.
@@ -211,7 +214,7 @@ class StreamingDecoder:
         up = self.t2w.flow.up_rate
         p = self._prompt_frames
         need = p + up * end_frame
-        if need > self._noise.size(-1):  # past ten minutes: a longer buffer (the whole call draws one too)
+        if need > self._noise.size(-1):  # past ten minutes the whole call's noise depends on its length: ours differs from here
             self._noise = seeded_noise(self.seed, self.t2w.flow.mel_channels, need)
         return torch.cat([self._noise[:, :, :p], self._noise[:, :, p + up * start_frame : need]], dim=2)
 

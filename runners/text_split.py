@@ -5,7 +5,8 @@ sentences), then the pieces' audio is joined with short cross-fades.
 
 Rules of :func:`split_text`:
 
-- Whitespace is normalised (every run becomes one space; the ends are stripped).
+- Whitespace is normalised (every run becomes one space; the ends are stripped). A blank line
+  (paragraph break) always ends a sentence, so a title without a full stop stays apart.
 - A sentence ends after ``. ! ? ; …`` (a run of them, such as ``?!`` or ``...``) followed by any
   closing quotes or brackets, when a space, the end of the text or a CJK character follows; after
   ``。 ！ ？ ；`` (and their closers) it always ends. A full stop does not end a sentence after a
@@ -45,6 +46,7 @@ _CJK = re.compile(r"[\u2e80-\u2fff\u3040-\u30ff\u3100-\u31ff\u3400-\u4dbf\u4e00-
 _WORD_BEFORE_DOT = re.compile(r"([A-Za-z][A-Za-z.]*)$")
 _INITIAL = re.compile(r"(?:^|[\s(\"'.])[A-HJ-Z]$")  # "J. Smith", "J.R.R. Tolkien"; not "I."
 _TAG = re.compile(r"\[[^\[\]\s]{1,40}\]")  # [Laughter], [Surprise-oh], [Cantonese]
+_PARAGRAPH_BREAK = re.compile(r"\n[^\S\n]*\n\s*")
 _LANGUAGE_TAG = re.compile("^(" + "|".join(re.escape(t) for t in LANGUAGE_TAGS) + r")\s*", re.IGNORECASE)
 
 
@@ -54,21 +56,24 @@ def normalize_whitespace(text: str) -> str:
 
 def split_text(text: str, max_chars: int = DEFAULT_MAX_CHARS) -> list[str]:
     """Pieces of ``text`` for one clone each, every one ≤ ``max_chars`` (see the module docstring)."""
-    text = normalize_whitespace(text)
-    if not text:
+    paragraphs = [normalize_whitespace(p) for p in _PARAGRAPH_BREAK.split(text)]
+    paragraphs = [p for p in paragraphs if p]
+    if not paragraphs:
         return []
     tag = ""
-    m = _LANGUAGE_TAG.match(text)
+    m = _LANGUAGE_TAG.match(paragraphs[0])
     if m:
-        tag, text = m.group(1), text[m.end() :]
-        if not text:
+        tag, paragraphs[0] = m.group(1), paragraphs[0][m.end() :]
+        paragraphs = [p for p in paragraphs if p]
+        if not paragraphs:
             return [tag]
     limit = max_chars - (len(tag) + 1 if tag else 0)
     if limit < 1:
         raise ValueError(f"max_chars={max_chars} leaves no room next to the language tag {tag}")
     pieces: list[str] = []
-    for sentence in split_sentences(text):
-        pieces.extend(_fit(sentence, limit))
+    for paragraph in paragraphs:
+        for sentence in split_sentences(paragraph):
+            pieces.extend(_fit(sentence, limit))
     return [f"{tag} {p}" for p in pieces] if tag else pieces
 
 
@@ -248,6 +253,83 @@ def join_with_crossfade(
         mixed = out[-n:] * (1.0 - ramp) + nxt[:n] * ramp
         out = np.concatenate([out[:-n], mixed.astype(np.float32), nxt[n:]])
     return out
+
+
+class CrossfadeJoiner:
+    """:func:`join_with_crossfade` for audio that arrives in pieces (streamed sentences).
+
+    Feed each sentence's pieces with :meth:`add` and close it with :meth:`end_segment`; every call
+    returns the samples that are final now (the last ``fade_s`` of the output wait for the next
+    sentence's head). Everything returned, concatenated with :meth:`finish`, equals
+    ``join_with_crossfade(sentences, …)``.
+    """
+
+    def __init__(self, sample_rate: int, fade_s: float = 0.02, gap_s: float = 0.0) -> None:
+        if fade_s < 0 or gap_s < 0:
+            raise ValueError("fade_s and gap_s must be ≥ 0")
+        self.fade = int(round(fade_s * sample_rate))
+        self.gap = int(round(gap_s * sample_rate))
+        self._held = np.zeros(0, dtype=np.float32)  # the newest output samples, not sent yet
+        self._out_len = 0  # output samples so far, sent or held
+        self._head: list[np.ndarray] = []  # start of a sentence that still has to be joined to the output
+        self._joining = False  # the current sentence follows earlier output and is not joined yet
+        self._segment_len = 0
+
+    def add(self, samples: np.ndarray) -> np.ndarray:
+        """More samples of the current sentence; returns the samples that can be sent now."""
+        x = np.asarray(samples, dtype=np.float32).reshape(-1)
+        if not x.size:
+            return np.zeros(0, dtype=np.float32)
+        self._segment_len += x.size
+        if self._joining:
+            self._head.append(x)
+            if sum(h.size for h in self._head) < self.fade:
+                return np.zeros(0, dtype=np.float32)
+            return self._join()
+        self._out_len += x.size
+        return self._release(np.concatenate([self._held, x]))
+
+    def end_segment(self) -> np.ndarray:
+        """The current sentence is complete; the next :meth:`add` starts a new one."""
+        out = self._join() if self._joining and self._head else np.zeros(0, dtype=np.float32)
+        if self._segment_len:
+            self._joining = self._out_len > 0
+        self._segment_len = 0
+        return out
+
+    def finish(self) -> np.ndarray:
+        """Close the last sentence and return every sample still held."""
+        out = self.end_segment()
+        rest, self._held = self._held, np.zeros(0, dtype=np.float32)
+        return np.concatenate([out, rest])
+
+    def _join(self) -> np.ndarray:
+        head = np.concatenate(self._head)
+        self._head = []
+        self._joining = False
+        held = self._held
+        n = min(self.fade, self._out_len, head.size)
+        if self.gap:
+            held = held.copy()
+            head = head.copy()
+            if n:
+                ramp = _fade_in(n)
+                held[-n:] *= ramp[::-1]
+                head[:n] *= ramp
+            self._out_len += self.gap + head.size
+            return self._release(np.concatenate([held, np.zeros(self.gap, dtype=np.float32), head]))
+        if n == 0:
+            self._out_len += head.size
+            return self._release(np.concatenate([held, head]))
+        ramp = _fade_in(n)
+        mixed = (held[-n:] * (1.0 - ramp) + head[:n] * ramp).astype(np.float32)
+        self._out_len += head.size - n
+        return self._release(np.concatenate([held[:-n], mixed, head[n:]]))
+
+    def _release(self, buffer: np.ndarray) -> np.ndarray:
+        keep = min(self.fade, buffer.size)
+        self._held = buffer[buffer.size - keep :].copy()
+        return buffer[: buffer.size - keep]
 
 
 def _fade_in(n: int) -> np.ndarray:

@@ -185,9 +185,11 @@ def test_clone_bad_input(
     assert needle in err["error"], err
     assert err["field"] == field
     _assert_still_serving(ready.client)
-    # The refusal is in the live log too, where an operator looks.
+    # The refusal is in the live log too, where an operator looks (values it quotes from the request blanked).
+    from runners.privacy import redact
+
     newest = ready.client.get("/logs", params={"min_level": "WARNING", "limit": 1}).json()
-    assert newest and newest[-1]["message"] == f"refused with {status}: {err['error']}"
+    assert newest and newest[-1]["message"] == f"refused with {status}: {redact(err['error'])}"
 
 
 BAD_EDIT: list[tuple[str, dict[str, str], int, str, str | None]] = [
@@ -338,10 +340,31 @@ def test_empty_prompt_text_is_transcribed_for_clone_and_edit(ready: Harness, spe
     assert e.status_code == 200, e.text
     logs = ready.client.get("/logs", params={"since": since, "limit": 1000}).json()
     heard = [rec["message"] for rec in logs if rec["message"].startswith("auto-transcribed")]
-    assert [m.split(":")[0] for m in heard] == ["auto-transcribed prompt_text", "auto-transcribed audio_text"], logs
-    assert all("stella" in m.lower() for m in heard), heard
+    assert [m.split(" (")[0] for m in heard] == ["auto-transcribed prompt_text", "auto-transcribed audio_text"], logs
     # The edit sent the same audio: its transcript came from the cache, Whisper ran once.
     assert any(rec["message"].startswith("transcript cache hit") for rec in logs), logs
+    # Privacy: neither the transcript, the target text nor the edit value reaches the log (sizes do).
+    text = str(logs).lower()
+    assert all(m.endswith("characters)") for m in heard), heard
+    assert "stella" not in text and "good morning" not in text and "faster" not in text, logs
+
+
+def test_content_is_logged_only_when_asked(ready: Harness, prompt_wav: bytes) -> None:
+    from runners import privacy
+
+    def refusal_logged(edit_info: str) -> str:
+        since = time.time()
+        r = ready.client.post("/edit", files={"audio": ("x.wav", prompt_wav)},
+                              data={"edit_type": "emotion", "edit_info": edit_info, "audio_text": PROMPT_TEXT})
+        assert r.status_code == 400 and edit_info in r.json()["error"]  # the answer names the value
+        return str(ready.client.get("/logs", params={"since": since}).json())
+
+    assert "my-secret-mood" not in refusal_logged("my-secret-mood")
+    privacy.configure(True)  # what EDITX_LOG_CONTENT=1 sets when the service starts
+    try:
+        assert "my-other-mood" in refusal_logged("my-other-mood")
+    finally:
+        privacy.configure(False)
 
 
 def test_log_endpoint_returns_the_request_just_made(ready: Harness, prompt_wav: bytes) -> None:

@@ -127,6 +127,17 @@ def test_streams_keep_their_own_state(t2w: Token2Wav) -> None:
     assert np.array_equal(np.concatenate(got_b), np.concatenate(alone_b))
 
 
+def test_streams_in_threads_at_once_match_each_alone(t2w: Token2Wav) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    jobs = [(_codec_ids(120 + 15 * k, 20 + k), k) for k in range(3)]
+    alone = [np.concatenate(_stream(t2w, ids, step=5, seed=seed)[0]) for ids, seed in jobs]
+    with ThreadPoolExecutor(3) as pool:
+        together = list(pool.map(lambda job: np.concatenate(_stream(t2w, job[0], step=5, seed=job[1])[0]), jobs))
+    for a, b in zip(alone, together):
+        assert np.array_equal(a, b)
+
+
 @pytest.mark.parametrize("seed", [4, 5])
 def test_stream_is_close_to_the_whole_call_of_the_same_seed(t2w: Token2Wav, seed: int) -> None:
     ids = _codec_ids(400, seed)  # 240 frame pairs = 9.6 s: five chunks

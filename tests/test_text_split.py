@@ -7,7 +7,7 @@ import re
 import numpy as np
 import pytest
 
-from runners.text_split import DEFAULT_MAX_CHARS, join_with_crossfade, split_sentences, split_text
+from runners.text_split import DEFAULT_MAX_CHARS, CrossfadeJoiner, join_with_crossfade, split_sentences, split_text
 
 
 def _bare(text: str) -> str:
@@ -56,8 +56,14 @@ def test_decimals_abbreviations_and_words_with_dots_are_not_split() -> None:
 
 
 def test_whitespace_is_normalised_and_empty_input_gives_no_pieces() -> None:
-    assert split_text("  Hello\n\n there.\tHow   are you?  ") == ["Hello there.", "How are you?"]
+    assert split_text("  Hello\n there.\tHow   are you?  ") == ["Hello there.", "How are you?"]
     assert split_text("") == [] and split_text(" \n\t ") == []
+
+
+def test_a_blank_line_ends_a_sentence_but_a_single_line_break_does_not() -> None:
+    text = "Chapter One\n\nIt was a dark night.\nThe end\n \n\n[Laughter] Really"
+    assert split_text(text) == ["Chapter One", "It was a dark night.", "The end", "[Laughter] Really"]
+    assert split_text("[Korean]\n\n안녕하세요.\n\n감사합니다") == ["[Korean] 안녕하세요.", "[Korean] 감사합니다"]
 
 
 def test_only_punctuation_is_one_piece() -> None:
@@ -174,3 +180,24 @@ def test_crossfade_join_edge_cases() -> None:
     np.testing.assert_array_equal(join_with_crossfade([short, 2 * short], SR, fade_s=0.0), np.r_[short, 2 * short])
     with pytest.raises(ValueError):
         join_with_crossfade([short], SR, fade_s=-1)
+
+
+@pytest.mark.parametrize("gap_s", [0.0, 0.05])
+def test_streamed_join_equals_the_whole_join(gap_s: float) -> None:
+    rng = np.random.default_rng(0)
+    sentences = [rng.standard_normal(n).astype(np.float32) for n in (3000, 100, 7001, 480, 0, 2500)]
+    whole = join_with_crossfade(sentences, SR, fade_s=0.02, gap_s=gap_s)  # fade = 480 samples
+    joiner = CrossfadeJoiner(SR, fade_s=0.02, gap_s=gap_s)
+    sent: list[np.ndarray] = []
+    for sentence in sentences:
+        cuts = np.sort(rng.integers(0, sentence.size + 1, size=4))
+        for a, b in zip(np.r_[0, cuts], np.r_[cuts, sentence.size]):
+            sent.append(joiner.add(sentence[a:b]))
+        sent.append(joiner.end_segment())
+    sent.append(joiner.finish())
+    streamed = np.concatenate(sent)
+    assert streamed.size == whole.size
+    np.testing.assert_allclose(streamed, whole, atol=1e-6, rtol=0)
+    # the first sentence is sent while it is still arriving (all but the fade is final)
+    first = CrossfadeJoiner(SR, fade_s=0.02, gap_s=gap_s)
+    assert first.add(sentences[0]).size == 3000 - 480

@@ -125,11 +125,17 @@ def status_markdown(engine: EditXEngine | None) -> str:
     st = build_status(engine)
     cache, asr, mem = st.cache or {}, st.asr or {}, st.memory
     lines = [f"**Engine** {st.state} on {st.device} (LLM {st.llm_dtype}), loaded {st.load_count}×"]
+    llm_line = f"**LLM variant** {st.llm_quantization or 'none'}"
+    if st.llm_weights:
+        llm_line += f", weights {st.llm_weights['total_mb']:.1f} MiB ({st.llm_weights['total_vs_bf16']:.0%} of bf16)"
+    if st.llm_quantization_note:
+        llm_line += f"; {st.llm_quantization_note}"
+    lines.append(llm_line)
     if st.error:
         lines.append(f"**Error** `{st.error}`")
     idle = f"**Idle** {st.idle_s or 0:.0f} s"
     if st.time_until_unload_s is not None:
-        idle += f", {st.idle_action} in {st.time_until_unload_s:.0f} s"
+        idle += f", {st.idle_action_effective or st.idle_action} in {st.time_until_unload_s:.0f} s"
     elif not st.idle_unload_s:
         idle += " (idle unload off)"
     lines.append(idle)

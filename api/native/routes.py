@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends
 
-from api.deps import current_engine
+from api.deps import current_engine, current_settings
 from api.logs import LogRecordOut, installed
 from api.status import StatusResponse, build_status
 from runners.edit_vocab import EditVocabulary
@@ -20,7 +20,7 @@ Engine = Annotated[EditXEngine, Depends(current_engine)]
 @router.get("/status", response_model=StatusResponse)
 def status(engine: Engine) -> StatusResponse:
     """Engine state (loaded/loading/unloaded/failed and why), device, dtypes, model, memory, versions."""
-    return build_status(engine)
+    return build_status(engine, auth=bool(current_settings().keys()))
 
 
 @router.get("/vocabulary", response_model=EditVocabulary)

@@ -145,6 +145,8 @@ class EngineLoop:
         while not self._stop.is_set():
             if not self.scheduler.has_work():
                 self._flush()
+                if self.on_step is not None:
+                    self.on_step(SchedulerOutput(), 0.0)  # idle: batch 0, nothing waiting
                 self._wake.wait(0.5)
                 self._wake.clear()
                 continue

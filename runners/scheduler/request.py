@@ -41,6 +41,7 @@ class GenerationRequest:
     scheduled_decodes: int = 0  # decode steps scheduled (host count: no device read needed)
     output: list[int] = field(default_factory=list)
     finish_reason: FinishReason | None = None
+    abort_requested: bool = False  # set by whoever asked the loop to abort it (once)
     error: str | None = None
     first_token_at: float | None = None
     finished_at: float | None = None
