@@ -4,8 +4,9 @@
 # What it proves: the image builds from BentoML's own Dockerfile; it starts as a non-root user with
 # the weights mounted read-only at /models and the prompt cache and voices on a volume at /data;
 # /readyz, /livez, /ui/, a clone (24 kHz audio back) and a transcription answer; a clone in flight
-# when the container is stopped (SIGTERM) still gets its answer; the image fits the size budget; the Kubernetes Deployment of deploy/kubernetes starts under `podman kube play`. Container, image and volume are removed on every exit (trap). Exit status 0 only when
-# every check passed.
+# when the container is stopped (SIGTERM) still gets its answer; the image fits the size budget; the
+# Kubernetes Deployment of deploy/kubernetes starts under `podman kube play`. Container, image and
+# volume are removed on every exit (trap). Exit status 0 only when every check passed.
 #
 # Where the declared base image cannot be pulled (no registry), a stand-in of the same distribution
 # is built locally under that exact name (mmdebstrap), so podman uses it instead of pulling and

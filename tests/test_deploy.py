@@ -213,3 +213,24 @@ def test_the_autoscaler_reads_a_metric_the_service_serves(example: dict[str, dic
     assert name in defined, f"{name} is not a metric the service defines ({sorted(defined)})"
     rules = yaml.safe_load((KUBE / "prometheus-adapter-rules.yaml").read_text())
     assert any(name in rule["seriesQuery"] for rule in rules["rules"]["custom"])
+
+
+def test_the_podman_version_of_the_deployment_changes_only_what_a_single_machine_lacks(tmp_path: Path) -> None:
+    """What ``./dev container`` starts with ``podman kube play`` is the manifest, minus GPU, claims and Secret."""
+    from deploy.kube_play import for_podman
+
+    rendered = _render(KUSTOMIZATIONS["base"])
+    original = next(d for d in rendered if d["kind"] == "Deployment")
+    copy = list(yaml.safe_load_all(yaml.safe_dump_all(rendered)))  # for_podman edits in place
+    played = for_podman(copy, "localhost/editx-check:1", tmp_path, 4321)
+    (before,), (after,) = original["spec"]["template"]["spec"]["containers"], played["spec"]["template"]["spec"]["containers"]
+    assert "resources" not in after and after["image"] == "localhost/editx-check:1"
+    for key in ("startupProbe", "readinessProbe", "livenessProbe", "lifecycle", "securityContext", "volumeMounts"):
+        assert after[key] == before[key], key
+    assert played["spec"]["template"]["spec"]["securityContext"] == original["spec"]["template"]["spec"]["securityContext"]
+    assert after["ports"][0] | {"hostPort": 0, "hostIP": ""} == before["ports"][0] | {"hostPort": 0, "hostIP": ""}
+    volumes = {v["name"]: v for v in played["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["models"]["hostPath"]["path"] == str(tmp_path / "models")
+    assert all("hostPath" in v for v in volumes.values())
+    env = {e["name"]: e for e in after["env"]}
+    assert "valueFrom" not in env["EDITX_API_KEYS"] and env["EDITX_API_KEYS"]["value"]
