@@ -18,30 +18,36 @@ import tomllib
 from pathlib import Path
 from typing import Annotated
 
+import anyio
 import bentoml
 import gradio as gr
 from bentoml.validators import ContentType
 from pydantic import Field
+from starlette.requests import Request
 
 from api import metrics
 from api.admission import AdmissionMiddleware
 from api.app import build_app
 from api.auth import AuthMiddleware
-from api.deps import current_engine, current_settings
+from api.deps import current_engine, current_service, current_settings
+from api.engine_calls import client_gone_response, run_cancellable, stream_response
+from api.engine_metrics import PrometheusEvents
 from api.errors import error_response, quiet_bentoml_validation_errors
 from api.forms import FormGuardMiddleware
 from api.logs import install as install_log_buffer
 from api.openapi import OpenAPIMiddleware
-from api.responses import ResponseFormat, audio_response
+from api.responses import ResponseFormat, audio_response, check_stream_format, stream_headers
 from api.settings import HttpSettings
 from api.status import require_ready
 from api.uploads import FORM_OVERHEAD_BYTES, UploadLimitMiddleware, read_upload
+from runners.audio import DECODER_RATE, Audio
 from runners.config import EngineConfig
 from runners.edit_vocab import VOCABULARY
 from runners.engine import EditXEngine
 from runners import privacy
-from runners.errors import USER_ERRORS
+from runners.errors import USER_ERRORS, InvalidInputError, RequestAbortedError
 from runners.transcriber import Transcription
+from runners.voices import VoiceRegistry
 from ui import build_ui
 
 log = logging.getLogger("editx.service")
@@ -63,22 +69,36 @@ def before_load(engine: EditXEngine) -> None:
 
 
 def _image() -> bentoml.images.Image:
-    """The container: CUDA 13 runtime base, to agree with the index's torch 2.11 (+cu130) wheels.
+    """The container: Debian bookworm slim, Debian's Python 3.11, and the wheels' own CUDA libraries.
 
-    The base has no Python: BentoML's Dockerfile installs uv with the system pip (Ubuntu 24.04
-    marks it externally managed, hence the marker removal) and uv brings Python 3.11.
-    Python pins come from pyproject.toml, the one place they are kept.
+    The torch CUDA wheels bring the CUDA runtime, cuBLAS, cuDNN and NCCL (nvidia-* packages), so a
+    CUDA base image would hold a second copy of them; only the driver (libcuda) comes from the host,
+    which the NVIDIA container toolkit mounts. ``distro`` is not one BentoML knows on purpose: its
+    default apt step (build-essential, git, gnupg2) is not needed at run time, so the one apt step
+    here installs only what is, without recommends. deploy/image/slim-install.sh (embedded here,
+    base64) leaves triton out (nothing here compiles kernels; 0.6 GB) and makes ``uv pip install``
+    write no bytecode and drop files nothing loads, in the same layer (about 0.6 GB). BentoML's
+    Dockerfile runs as the non-root user ``bentoml`` (uid 1034); /data (prompt cache, voices) and
+    /models (read-only weights) are the mount points. Python pins come from pyproject.toml, the one
+    place they are kept.
     """
     image = (
         bentoml.images.Image(
-            base_image="nvidia/cuda:13.0.1-cudnn-runtime-ubuntu24.04",
-            distro="debian",  # Ubuntu: apt-get, as on Debian
-            python_version="3.11",
+            base_image="debian:bookworm-slim",
+            distro="debian-slim",  # not a BentoML distro: no default apt step (see above)
+            python_version="3.11",  # Debian bookworm's python3; uv finds it and downloads nothing
             lock_python_packages=False,  # the heavy pins are exact already; locking needs the index
         )
-        .system_packages("libsndfile1", "ffmpeg", "python3-pip")
-        .run("rm -f /usr/lib/python3*/EXTERNALLY-MANAGED")
+        .run("apt-get update && apt-get install -q -y --no-install-recommends ca-certificates libsndfile1"
+             " python3 python3-pip && apt-get clean && rm -rf /var/lib/apt/lists/*"
+             " && rm -f /usr/lib/python3*/EXTERNALLY-MANAGED")  # BentoML installs uv with this pip
+        .run("mkdir -p /data/cache /data/voices /models && chown -R bentoml:bentoml /data")
     )
+    slim = _HERE / "deploy" / "image" / "slim-install.sh"
+    if slim.is_file():  # absent inside the Bento, where the image is not built
+        import base64
+
+        image = image.run(f"echo {base64.b64encode(slim.read_bytes()).decode()} | base64 -d | sh")
     pyproject = _HERE / "pyproject.toml"
     if pyproject.is_file():
         # Image.pyproject_toml() refuses absolute paths, and relative ones depend on the cwd.
@@ -87,7 +107,7 @@ def _image() -> bentoml.images.Image:
     return image
 
 
-ui_blocks: gr.Blocks = build_ui(current_engine)
+ui_blocks: gr.Blocks = build_ui(current_engine, lambda: current_service().voices)
 web = build_app(ui_blocks)
 
 
@@ -112,6 +132,8 @@ class EditXService:
 
     def __init__(self) -> None:
         self.engine = make_engine()  # the configuration is read from the environment here, once
+        self.voices = VoiceRegistry(self.engine.config.voices_dir)  # what /v1/audio/voices and `voice` use
+        self.engine.events = PrometheusEvents()  # editx_* metrics on /metrics
         self.http = HttpSettings.from_env()
         privacy.configure(self.engine.config.log_content)
         if not self.http.keys():
@@ -138,28 +160,60 @@ class EditXService:
         """Stop the engine's idle monitor thread."""
         self.engine.close()
 
+    def _clone_prompt(self, prompt_audio: Path | None, voice: str, prompt_text: str) -> tuple[Audio, str]:
+        """The prompt audio and text of a clone: the upload, or a registered voice (features primed)."""
+        if voice and prompt_audio is not None:
+            raise InvalidInputError("give prompt_audio or voice, not both", field="voice")
+        if voice:
+            stored = self.voices.load(voice)
+            self.voices.prime(stored, self.engine)
+            return stored.audio, prompt_text or stored.voice.text
+        if prompt_audio is None:
+            raise InvalidInputError("prompt_audio is required (or give voice: a registered voice id)",
+                                    field="prompt_audio")
+        return read_upload(prompt_audio, "prompt_audio", self.engine.config.max_upload_bytes), prompt_text
+
     # ------------------------------------------------------------------ APIs
+    # Async, with the engine call in a worker thread: concurrent requests reach the scheduler together.
     @bentoml.api(route="/clone")
-    def clone(
+    async def clone(
         self,
-        prompt_audio: Path = Field(description="voice to clone: WAV/FLAC/OGG/MP3, 0.1–30 s (any declared type)"),
-        target_text: str = Field(description="what the cloned voice should say"),
+        target_text: str = Field(description="what the cloned voice should say; long texts are split into "
+                                             "sentences and generated together"),
+        # `Path` with a None default, not `Path | None`: BentoML 1.4.40 decodes no upload into an optional Path.
+        prompt_audio: Path = Field(None, description="voice to clone: WAV/FLAC/OGG/MP3, 0.1–30 s "  # type: ignore[assignment]
+                                                    "(any declared type); or give `voice`"),
+        voice: str = Field("", description="id of a voice registered with POST /v1/audio/voices, instead of "
+                                           "prompt_audio (its transcript is used when prompt_text is empty)"),
         prompt_text: str = Field("", description="exact transcript of prompt_audio; empty = transcribed "
                                                  "automatically (EDITX_AUTO_TRANSCRIBE)"),
         seed: int | None = Field(None, ge=0, le=2**32 - 1, description="fixes sampling; empty = random"),
-        response_format: ResponseFormat = Field("wav", description="wav, flac or mp3"),
+        response_format: ResponseFormat = Field("wav", description="wav, flac, mp3 or pcm (16-bit LE mono)"),
+        speed: float = Field(1.0, description="0.25–4.0: slower or faster speech at the same pitch"),
+        stream: bool = Field(False, description="send the audio as it is made (wav with an open-ended header, "
+                                                "or pcm); flac and mp3 are not streamed"),
     ) -> Annotated[Path, ContentType("audio/*")]:
         """Speak target_text in the voice of prompt_audio. Returns audio; metadata in X-EditX-* headers."""
         try:
             require_ready(self.engine)
-            prompt = read_upload(prompt_audio, "prompt_audio", self.engine.config.max_upload_bytes)
-            syn = self.engine.clone(prompt, prompt_text or None, target_text, seed=seed)
+            check_stream_format(stream, response_format)
+            prompt, prompt_text = await anyio.to_thread.run_sync(self._clone_prompt, prompt_audio, voice, prompt_text)
+            request = current_request()
+            if stream:
+                chunks = await anyio.to_thread.run_sync(lambda: self.engine.clone_stream(
+                    prompt, prompt_text or None, target_text, seed=seed, speed=speed))
+                return stream_response(request, chunks, response_format, DECODER_RATE,  # type: ignore[return-value]
+                                       stream_headers(self.engine))
+            syn = await run_cancellable(request, lambda cancel: self.engine.clone(
+                prompt, prompt_text or None, target_text, seed=seed, speed=speed, cancel=cancel))
             return audio_response(syn, response_format, self.engine)  # type: ignore[return-value]
         except USER_ERRORS as exc:
             return error_response(exc)  # type: ignore[return-value]
+        except RequestAbortedError:
+            return client_gone_response()  # type: ignore[return-value]
 
     @bentoml.api(route="/edit")
-    def edit(
+    async def edit(
         self,
         audio: Path = Field(description="speech to edit: WAV/FLAC/OGG/MP3, 0.1–30 s (any declared type)"),
         edit_type: str = Field(description="one of " + ", ".join(_EDIT_TYPES),
@@ -173,22 +227,30 @@ class EditXService:
         n_edit_iter: int = Field(1, description="edit passes, 1–5; each edits the previous output",
                                  json_schema_extra={"minimum": 1, "maximum": 5}),
         seed: int | None = Field(None, ge=0, le=2**32 - 1, description="fixes sampling; empty = random"),
-        response_format: ResponseFormat = Field("wav", description="wav, flac or mp3"),
+        response_format: ResponseFormat = Field("wav", description="wav, flac, mp3 or pcm (16-bit LE mono)"),
+        stream: bool = Field(False, description="send the last pass's audio as it is made (wav or pcm)"),
     ) -> Annotated[Path, ContentType("audio/*")]:
         """Edit emotion, style, speed, paralinguistic sounds, noise or silence of audio."""
         try:
             require_ready(self.engine)
-            source = read_upload(audio, "audio", self.engine.config.max_upload_bytes)
-            syn = self.engine.edit(
-                source, audio_text or None, edit_type, edit_info or None,
-                target_text=target_text or None, n_edit_iter=n_edit_iter, seed=seed,
-            )
+            check_stream_format(stream, response_format)
+            source = await anyio.to_thread.run_sync(read_upload, audio, "audio", self.engine.config.max_upload_bytes)
+            request = current_request()
+            args = (source, audio_text or None, edit_type, edit_info or None)
+            kwargs = {"target_text": target_text or None, "n_edit_iter": n_edit_iter, "seed": seed}
+            if stream:
+                chunks = await anyio.to_thread.run_sync(lambda: self.engine.edit_stream(*args, **kwargs))
+                return stream_response(request, chunks, response_format, DECODER_RATE,  # type: ignore[return-value]
+                                       stream_headers(self.engine))
+            syn = await run_cancellable(request, lambda cancel: self.engine.edit(*args, **kwargs, cancel=cancel))
             return audio_response(syn, response_format, self.engine)  # type: ignore[return-value]
         except USER_ERRORS as exc:
             return error_response(exc)  # type: ignore[return-value]
+        except RequestAbortedError:
+            return client_gone_response()  # type: ignore[return-value]
 
     @bentoml.api(route="/transcribe")
-    def transcribe(
+    async def transcribe(
         self,
         audio: Path = Field(description="speech: WAV/FLAC/OGG/MP3, 0.1–30 s (any declared type)"),
         language: str = Field("", description="language code such as 'en' or 'zh'; empty = detect"),
@@ -196,10 +258,18 @@ class EditXService:
         """What is said in the audio (faster-whisper), with the detected language and durations."""
         try:
             require_ready(self.engine)
-            clip = read_upload(audio, "audio", self.engine.config.max_upload_bytes)
-            return self.engine.transcribe(clip, language or None)
+            clip = await anyio.to_thread.run_sync(read_upload, audio, "audio", self.engine.config.max_upload_bytes)
+            return await anyio.to_thread.run_sync(self.engine.transcribe, clip, language or None)
         except USER_ERRORS as exc:
             return error_response(exc)  # type: ignore[return-value]
+
+
+def current_request() -> Request | None:
+    """The HTTP request being served (to notice a client that goes away), if there is one."""
+    try:
+        return EditXService.context.request
+    except LookupError:
+        return None
 
 
 def _form_routes() -> dict[str, tuple[type, frozenset[str]]]:

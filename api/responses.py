@@ -6,11 +6,28 @@ from typing import Literal
 
 from starlette.responses import Response
 
+from api.engine_calls import pcm16
 from runners.audio import encode_audio
+from runners.errors import InvalidInputError
 from runners.engine import EditXEngine, Synthesis
 
-ResponseFormat = Literal["wav", "flac", "mp3"]
-MEDIA_TYPES: dict[str, str] = {"wav": "audio/wav", "flac": "audio/flac", "mp3": "audio/mpeg"}
+ResponseFormat = Literal["wav", "flac", "mp3", "pcm"]
+MEDIA_TYPES: dict[str, str] = {"wav": "audio/wav", "flac": "audio/flac", "mp3": "audio/mpeg",
+                               "pcm": "audio/L16;rate=24000;channels=1"}
+STREAMABLE = ("wav", "pcm")
+
+
+def check_stream_format(stream: bool, fmt: str) -> None:
+    """A stream is sent as wav (open-ended header) or raw pcm; other formats need the whole audio."""
+    if stream and fmt not in STREAMABLE:
+        raise InvalidInputError(f"stream=true sends wav or pcm, not {fmt}; set response_format=wav or pcm",
+                                field="response_format")
+
+
+def stream_headers(engine: EditXEngine) -> dict[str, str]:
+    """What a streamed answer can say before its audio exists."""
+    return {"X-EditX-Sample-Rate": "24000", "X-EditX-Stream": "true",
+            "X-EditX-Tiny-Random-Weights": "true" if engine.is_tiny else "false"}
 
 
 def synthesis_headers(syn: Synthesis, engine: EditXEngine) -> dict[str, str]:
@@ -29,7 +46,7 @@ def synthesis_headers(syn: Synthesis, engine: EditXEngine) -> dict[str, str]:
 
 
 def audio_response(syn: Synthesis, fmt: ResponseFormat, engine: EditXEngine) -> Response:
-    body = encode_audio(syn.samples, syn.sample_rate, fmt)
+    body = pcm16(syn.samples) if fmt == "pcm" else encode_audio(syn.samples, syn.sample_rate, fmt)
     return Response(
         body,
         media_type=MEDIA_TYPES[fmt],

@@ -9,6 +9,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from runners.scheduler import SchedulerStats
 from runners.engine import EditXEngine
 from runners.errors import EngineUnavailableError
 
@@ -61,6 +62,15 @@ class StatusResponse(BaseModel):
     cache: dict[str, Any] | None = Field(None, description="prompt cache statistics (hits, misses, hit_rate, …)")
     auto_transcribe: bool | None = Field(None, description="empty prompt_text/audio_text is transcribed")
     asr: dict[str, Any] | None = Field(None, description="the speech recognition model: name, device, state")
+    scheduler: SchedulerStats | None = Field(None, description="continuous batching: running and waiting "
+                                                               "requests, batch size, ids made and ids/s")
+    llm_quantization: str | None = Field(None, description="the LLM variant: none, int8, nf4 or awq (EDITX_LLM_QUANTIZATION)")
+    llm_weights: dict[str, float] | None = Field(
+        None, description="LLM weight memory once loaded, MiB: total_mb, layers_mb (the quantized projections), "
+        "the same in bf16 and the ratios total_vs_bf16, layers_vs_bf16"
+    )
+    llm_quantization_note: str | None = Field(None, description="what the variant means at run time, when it matters")
+    idle_action_effective: str | None = Field(None, description="what idle does with this variant (int8/nf4 unload)")
     memory: MemoryInfo
     auth: Literal["on", "off"] = Field("off", description="whether API keys are required (EDITX_API_KEYS)")
     limits: Limits

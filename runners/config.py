@@ -11,9 +11,10 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from runners.model_store import DEFAULT_FUNASR_ID, ModelSource
+from runners.quantization import Quantization, parse_quantization
 
 DType = Literal["auto", "bfloat16", "float16", "float32"]
 TINY = "tiny"
@@ -26,14 +27,20 @@ class EngineConfig(BaseModel):
     device: str = Field("auto", description="'auto' (CUDA when present), 'cpu', 'cuda', 'cuda:1', …")
     llm_dtype: DType = Field("auto", description="'auto' = bfloat16 on CUDA, float32 on the CPU")
     decoder_dtype: DType = "float32"
+    llm_quantization: Quantization = Field(
+        "none", description="'none', 'int8' or 'nf4' (bitsandbytes, at load), 'awq' (the AWQ-4bit checkpoint folder)"
+    )
     tiny_dir: str = Field("~/.cache/editx-serve/tiny", description="where EDITX_MODEL_PATH=tiny is written")
     max_audio_s: float = Field(30.0, gt=0, description="longest accepted input audio")
-    max_text_chars: int = Field(1000, gt=0, description="longest accepted target/prompt text")
+    max_text_chars: int = Field(10000, gt=0, description="longest accepted text; a long clone text is split "
+                                                         "into sentences generated as one batch")
     max_total_tokens: int = Field(8192, gt=0, description="LLM budget: prompt + generated tokens")
     max_upload_bytes: int = Field(50 * 1024 * 1024, gt=0)
     temperature: float = Field(0.7, gt=0)
     cache_enabled: bool = Field(True, description="cache prompt features (tokens, mel, speaker, transcript)")
     cache_dir: str = Field("~/.cache/editx-serve/prompt-cache", description="persistent cache folder; '' = memory only")
+    voices_dir: str = Field("~/.cache/editx-serve/voices",
+                            description="registered voices (audio, transcript, prompt features); share it between replicas")
     cache_max_entries: int = Field(256, gt=0)
     cache_max_disk_mb: int = Field(2048, gt=0)
     auto_transcribe: bool = Field(
@@ -48,12 +55,24 @@ class EngineConfig(BaseModel):
         None, gt=0, description="cap on generated tokens; unset = the official rule (prompt + output ≤ max_total_tokens)"
     )
 
+    max_batch: int = Field(16, gt=0, description="requests decoded together in one LLM step (continuous batching)")
+    max_queue: int = Field(64, ge=0, description="requests waiting for a slot; beyond it a request gets 503")
+    cuda_graphs: Literal["auto", "0", "1"] = Field(
+        "auto", description="capture the decode step as CUDA graphs per batch/length bucket; auto = on CUDA"
+    )
+
     log_content: bool = Field(
         False, description="write transcripts, texts and edit values to the logs (and /logs); off = sizes only"
     )
     audio_only_decoding: bool | None = Field(
         None, description="sample only audio ids and EOS; unset = on for tiny random models, off (official) otherwise"
     )
+
+    @field_validator("llm_quantization", mode="before")
+    @classmethod
+    def _known_quantization(cls, value: object) -> str:
+        """Accept upstream's spellings (int4, awq-4bit); refuse anything else, naming the choices."""
+        return parse_quantization(str(value) if value is not None else None)
 
     @property
     def is_tiny(self) -> bool:

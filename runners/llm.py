@@ -1,19 +1,16 @@
-"""Sampling audio tokens from Step1 the way the official demo does, batched.
+"""Step1 as the serving core drives it: prefill a request into a cache slot, then batched decode steps.
 
-Official call (UPSTREAM.md §2.2, transformers 4.53): ``generate(ids,
-max_length=8192, temperature=0.7, do_sample=True,
-logits_processor=[RepetitionAwareLogitsProcessor()])`` with no top_k / top_p
-and no generation_config.json. transformers then fills the rest from
-``GenerationConfig`` defaults: ``top_k=50`` (and ``top_p=1.0``, a no-op), with
-the user's processor first, then temperature, then top-k. We apply exactly that
-chain ourselves: repetition rule → /0.7 → keep the 50 best → softmax →
-``torch.multinomial``. Sampling with a dedicated generator seeded like
-``torch.manual_seed(seed)`` draws the same stream that ``generate`` draws from
-the global generator, so for one prompt a seed reproduces ``model.generate``.
+The official demo calls transformers' ``generate(ids, max_length=8192,
+temperature=0.7, do_sample=True)`` with the model's repetition processor and no
+top_k / top_p, so transformers' GenerationConfig default ``top_k=50`` is in force.
+The chain is applied by :mod:`runners.sampling` per row: repetition rule → /0.7 →
+keep the 50 best → softmax → ``torch.multinomial`` with a generator seeded like
+``torch.manual_seed(seed)``, so for one prompt a seed reproduces ``model.generate``.
 
-Our loop rather than ``generate``: per-prompt length budgets in a left-padded
-batch, chunked prefill (the bias of a T-token chunk is T × keys, not T²), and
-no dependence on transformers' changing generate plumbing.
+Our loop rather than ``generate``: per-request budgets, requests joining and
+leaving between steps, chunked prefill (the bias of a T-token chunk is T × keys,
+not T²), a preallocated cache, and no dependence on transformers' changing
+generate plumbing. The HF-style processors below stay for ``model.generate`` users.
 """
 
 from __future__ import annotations
@@ -21,14 +18,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from transformers import DynamicCache, LogitsProcessor, LogitsProcessorList, TemperatureLogitsWarper, TopKLogitsWarper
+from transformers import LogitsProcessor, LogitsProcessorList, TemperatureLogitsWarper, TopKLogitsWarper
 
+from runners.kv_cache import SlotKVCache, decode_bias
+from runners.sampling import DEFAULT_TOP_K, OFFICIAL_TEMPERATURE, REPETITION_WINDOW, SamplingParams, SlotSampler
 from runners.step1 import Step1ForCausalLM
 
 OFFICIAL_MAX_LENGTH = 8192
-OFFICIAL_TEMPERATURE = 0.7
-DEFAULT_TOP_K = 50  # transformers' GenerationConfig default, in force upstream
-REPETITION_WINDOW = 10
 REPETITION_THRESHOLD = 0.1
 
 
@@ -94,10 +90,17 @@ class Step1LM:
         device: torch.device | str = "cpu",
         dtype: torch.dtype | str = torch.bfloat16,
         prefill_chunk: int = 1024,
+        quantization: str = "none",
     ) -> "Step1LM":
-        """Load config.json + safetensors from a local folder; never reaches a hub."""
-        model = Step1ForCausalLM.from_pretrained(str(llm_dir), dtype=_dtype_of(dtype), local_files_only=True)
-        return cls(model.to(torch.device(device)), prefill_chunk=prefill_chunk)
+        """Load config.json + safetensors from a local folder; never reaches a hub.
+
+        ``quantization`` is a variant of runners.quantization (int8, nf4, awq); the
+        quantized layers are ordinary modules of the model, so decoding is unchanged.
+        """
+        from runners.quantization import load_step1, parse_quantization
+
+        model = load_step1(llm_dir, parse_quantization(quantization), device=device, dtype=_dtype_of(dtype))
+        return cls(model, prefill_chunk=prefill_chunk)
 
     @property
     def device(self) -> torch.device:
@@ -116,17 +119,48 @@ class Step1LM:
         chain.append(TopKLogitsWarper(DEFAULT_TOP_K))
         return chain
 
+    # ------------------------------------------------------------ serving verbs
+    def new_cache(self, slots: int, max_len: int) -> SlotKVCache:
+        """A preallocated K/V cache for ``slots`` requests of up to ``max_len`` tokens each."""
+        return SlotKVCache(self.model.config, slots, max_len, dtype=self.model.dtype, device=self.device)
+
+    def new_sampler(self, slots: int) -> SlotSampler:
+        return SlotSampler(slots, int(self.model.config.vocab_size), self.device)
+
     @torch.inference_mode()
-    def _prefill(self, ids: torch.Tensor, mask: torch.Tensor, cache: DynamicCache) -> torch.Tensor:
-        """Run the padded prompts through the model in chunks; returns last-position logits (fp32)."""
+    def prefill(self, cache: SlotKVCache, slot: int, ids: list[int], start: int) -> torch.Tensor:
+        """Run prompt tokens ``ids`` (positions ``start..``) of the request in ``slot``; last logits (1, V) fp32.
+
+        Long chunks are cut at ``prefill_chunk`` tokens, so the bias of one forward is
+        at most chunk × keys, never the prompt length squared.
+        """
+        if start == 0:
+            cache.reset(slot)
+        device = self.device
         logits: torch.Tensor | None = None
         step = max(1, self.prefill_chunk)
-        for start in range(0, ids.shape[1], step):
-            end = min(start + step, ids.shape[1])
-            out = self.model(ids[:, start:end], attention_mask=mask[:, :end], cache=cache, use_cache=True, logits_to_keep=1)
+        for offset in range(0, len(ids), step):
+            chunk = torch.tensor([ids[offset : offset + step]], dtype=torch.long, device=device)
+            view = cache.prefill_view(slot, start + offset)
+            out = self.model(chunk, cache=view, use_cache=True, logits_to_keep=1)
             logits = out.logits[:, -1, :]
-        assert logits is not None
+        assert logits is not None, "prefill needs at least one token"
         return logits.float()
+
+    @torch.inference_mode()
+    def decode_step(self, cache: SlotKVCache, input_ids: torch.Tensor, positions: torch.Tensor,
+                    key_len: int) -> torch.Tensor:
+        """One token for each of the slots 0..rows-1 together; logits (rows, V) fp32.
+
+        ``positions[r]`` is where row r's token goes (its length so far); ``key_len`` must
+        exceed every position. Rows of free slots may carry any token at position 0.
+        """
+        rows = input_ids.shape[0]
+        slopes = self.model.model.slopes_on(input_ids.device)
+        bias = decode_bias(slopes, positions, key_len, self.model.dtype)
+        view = cache.decode_view(rows, positions, key_len)
+        out = self.model(input_ids[:, None], cache=view, use_cache=True, attention_bias=bias)
+        return out.logits[:, -1, :].float()
 
     @torch.inference_mode()
     def generate(
@@ -141,12 +175,13 @@ class Step1LM:
     ) -> list[list[int]]:
         """Sample a continuation per prompt; returns the new ids without the final EOS.
 
-        ``allowed_ids`` optionally restricts what may be sampled (e.g. audio ids + EOS).
-
+        A loop over :meth:`prefill` and :meth:`decode_step` (what the scheduler runs, one
+        request per slot). ``allowed_ids`` optionally restricts what may be sampled;
         ``max_length`` bounds prompt + output per prompt (official 8192);
-        ``max_new_tokens`` optionally bounds the output further. A row that
-        reaches EOS stops; nothing after its EOS is returned. ``temperature=0``
-        means greedy. The same seed gives the same ids.
+        ``max_new_tokens`` optionally bounds the output further. A row that reaches EOS
+        stops; nothing after its EOS is returned. ``temperature=0`` means greedy. Every
+        row draws from its own generator seeded with ``seed``, so a prompt gives the same
+        ids alone or in any batch.
         """
         if not prompts:
             return []
@@ -157,54 +192,41 @@ class Step1LM:
                 raise ValueError(
                     f"prompt {n} has {len(prompt)} tokens; max_length {max_length} (prompt + output) leaves no room"
                 )
+        if max_new_tokens is not None and max_new_tokens < 1:
+            raise ValueError("max_new_tokens must be at least 1")
         budgets = [max_length - len(p) for p in prompts]
         if max_new_tokens is not None:
-            if max_new_tokens < 1:
-                raise ValueError("max_new_tokens must be at least 1")
             budgets = [min(b, max_new_tokens) for b in budgets]
 
-        device = self.device
-        longest = max(len(p) for p in prompts)
         batch = len(prompts)
-        ids = torch.full((batch, longest), self.pad_id, dtype=torch.long, device=device)
-        mask = torch.zeros((batch, longest), dtype=torch.long, device=device)
-        for row, prompt in enumerate(prompts):
-            ids[row, longest - len(prompt) :] = torch.tensor(prompt, dtype=torch.long, device=device)
-            mask[row, longest - len(prompt) :] = 1
-
-        generator: torch.Generator | None = None
-        if seed is not None:
-            generator = torch.Generator(device=device).manual_seed(seed)
-        greedy = temperature <= 0
-        chain = self.logits_processors(1.0 if greedy else temperature, allowed_ids)
-
-        cache = DynamicCache()
-        logits = self._prefill(ids, mask, cache)
+        device = self.device
+        cache = self.new_cache(batch, max(len(p) + b for p, b in zip(prompts, budgets)))
+        sampler = self.new_sampler(batch)
+        first: list[torch.Tensor] = []
+        for slot, prompt in enumerate(prompts):
+            params = SamplingParams(max_new_tokens=budgets[slot], temperature=temperature, seed=seed,
+                                    allowed_ids=allowed_ids)
+            sampler.start(slot, prompt, params)
+            logits = self.prefill(cache, slot, prompt, 0)
+            first.append(sampler.sample([slot], logits))
+        next_ids = torch.cat(first)
+        slots = list(range(batch))
         outputs: list[list[int]] = [[] for _ in prompts]
-        running = torch.ones(batch, dtype=torch.bool, device=device)
-        budget = torch.tensor(budgets, device=device)
-        # What the processors see: prompts + generated ids. Padding reads as -1 so the
-        # repetition rule never counts it (generate() would count pad id 0).
-        history = ids.masked_fill(mask == 0, -1)
+        running = [True] * batch
         for step in range(max(budgets)):
-            scores = chain(history, logits)
-            if greedy:
-                next_ids = scores.argmax(dim=-1)
-            else:
-                probs = torch.softmax(scores, dim=-1)
-                next_ids = torch.multinomial(probs, num_samples=1, generator=generator).squeeze(1)
-            next_ids = torch.where(running, next_ids, torch.full_like(next_ids, self.pad_id))
-            for row in torch.nonzero(running, as_tuple=True)[0].tolist():
-                token = int(next_ids[row])
+            for row, token in enumerate(next_ids.tolist()):
+                if not running[row]:
+                    continue
                 if token == self.eos_id:
                     running[row] = False
                 else:
                     outputs[row].append(token)
-            running &= budget > step + 1
-            if not bool(running.any()):
+                    running[row] = len(outputs[row]) < budgets[row]
+            if not any(running):
                 break
-            history = torch.cat([history, next_ids[:, None]], dim=1)
-            mask = torch.cat([mask, torch.ones((batch, 1), dtype=mask.dtype, device=device)], dim=1)
-            out = self.model(next_ids[:, None], attention_mask=mask, cache=cache, use_cache=True)
-            logits = out.logits[:, -1, :].float()
+            positions = torch.tensor(cache.lengths, dtype=torch.long, device=device)
+            logits = self.decode_step(cache, next_ids, positions, max(cache.lengths) + 1)
+            for slot in slots:
+                cache.lengths[slot] += 1
+            next_ids = sampler.sample(slots, logits)
         return outputs

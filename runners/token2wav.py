@@ -18,6 +18,7 @@ upstream, where one fixed noise buffer serves every call of a loaded model.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -33,6 +34,8 @@ from runners.tokens import to_frame_pairs
 FLOW_FILE = "flow.pt"
 HIFT_FILE = "hift.pt"
 DEFAULT_TIMESTEPS = 10
+MIN_SPEED = 0.25
+MAX_SPEED = 4.0
 
 
 @dataclass(frozen=True)
@@ -62,6 +65,48 @@ def align_prompt_mel(prompt_mel: torch.Tensor, frames: int) -> torch.Tensor:
     if frames == 0 or prompt_mel.size(1) == 0:
         return prompt_mel.new_zeros((prompt_mel.size(0), frames, prompt_mel.size(2)))
     return F.interpolate(prompt_mel.transpose(1, 2), size=frames, mode="nearest").transpose(1, 2)
+
+
+def check_speed(speed: float) -> float:
+    """``speed`` as a float, or a ValueError that names the allowed range."""
+    value = float(speed)
+    if not math.isfinite(value) or not MIN_SPEED <= value <= MAX_SPEED:
+        raise ValueError(f"speed must be between {MIN_SPEED} and {MAX_SPEED} (1.0 = unchanged), got {speed!r}")
+    return value
+
+
+def scaled_length(frames: int, speed: float) -> int:
+    """Mel frames after time-scaling ``frames`` by ``speed`` (rounded half up, at least one)."""
+    return max(1, math.floor(frames / speed + 0.5)) if frames else 0
+
+
+def time_scale_frames(mel: torch.Tensor, speed: float, start: int, stop: int, total: int | None) -> torch.Tensor:
+    """Output frames [start, stop) of ``mel`` (1, C, T) resampled in time by ``speed``.
+
+    Output frame j is the linear interpolation of the input at p = (j + 0.5)·speed − 0.5 (the
+    input is read faster or slower; the spectrum of each frame, hence the pitch, is kept). ``total``
+    is the utterance's input length when it is known (the last frame is held past the end); with
+    ``None`` the caller guarantees that frame ⌊p⌋ + 1 exists. The streaming decoder computes the
+    same frames piece by piece with this function, so both paths give identical mel.
+    """
+    if stop <= start:
+        return mel[:, :, :0]
+    j = torch.arange(start, stop, dtype=torch.float64)
+    p = ((j + 0.5) * speed - 0.5).clamp_min(0.0)
+    lo = p.floor().long()
+    lam = (p - lo.double()).to(mel.dtype)
+    hi = lo + 1
+    if total is not None:
+        lo = lo.clamp_max(total - 1)
+        hi = hi.clamp_max(total - 1)
+    lo, hi = lo.to(mel.device), hi.to(mel.device)
+    lam = lam.to(mel.device)
+    return mel[:, :, lo] * (1 - lam) + mel[:, :, hi] * lam
+
+
+def time_scale_mel(mel: torch.Tensor, speed: float) -> torch.Tensor:
+    """(1, C, T) mel → (1, C, round(T / speed)): ``speed`` 2.0 halves the duration at the same pitch."""
+    return time_scale_frames(mel, speed, 0, scaled_length(mel.size(-1), speed), mel.size(-1))
 
 
 class Token2Wav:
@@ -106,6 +151,23 @@ class Token2Wav:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
 
+    def prepare_prompt(
+        self, prompt_codec_ids: Sequence[int], prompt_mel: torch.Tensor, speaker_embedding: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Checked flow inputs of a prompt: (prompt frame pairs, aligned prompt mel, speaker (1, 192)).
+
+        prompt_mel (1, T_mel, 80) or (T_mel, 80); speaker_embedding (1, 192) or (192,).
+        """
+        mel_in = prompt_mel if prompt_mel.dim() == 3 else prompt_mel.unsqueeze(0)
+        spk = speaker_embedding if speaker_embedding.dim() == 2 else speaker_embedding.unsqueeze(0)
+        if mel_in.size(-1) != self.flow.mel_channels:
+            raise ValueError(f"prompt_mel must have {self.flow.mel_channels} bins last, got {tuple(prompt_mel.shape)}")
+        if spk.size(-1) != self.config.flow.spk_embed_dim:
+            raise ValueError(f"speaker_embedding must be {self.config.flow.spk_embed_dim}-d, got {tuple(spk.shape)}")
+        prompt_token = _frame_pairs(prompt_codec_ids)
+        prompt_feat = align_prompt_mel(mel_in.float(), prompt_token.size(1) * self.flow.up_rate)
+        return prompt_token, prompt_feat, spk
+
     @torch.inference_mode()
     def synthesize(
         self,
@@ -115,25 +177,21 @@ class Token2Wav:
         speaker_embedding: torch.Tensor,
         seed: int | None = None,
         noise: torch.Tensor | None = None,
+        speed: float = 1.0,
     ) -> Token2WavOutput:
         """Decode and report the mel and per-stage timings too.
 
         prompt_mel (1, T_mel, 80) or (T_mel, 80); speaker_embedding (1, 192) or (192,).
         ``noise`` (1, 80, ≥ total mel frames) replaces the seeded flow noise (parity tests).
+        ``speed`` (0.25–4.0) resamples the mel in time before the vocoder: 2.0 is twice as fast at
+        the same pitch; the returned mel is the resampled one (what was vocoded).
         """
         if len(codec_ids) == 0:
             raise ValueError("no audio tokens to decode")
+        speed = check_speed(speed)
         seed = self.default_seed if seed is None else int(seed)
-        mel_in = prompt_mel if prompt_mel.dim() == 3 else prompt_mel.unsqueeze(0)
-        spk = speaker_embedding if speaker_embedding.dim() == 2 else speaker_embedding.unsqueeze(0)
-        if mel_in.size(-1) != self.flow.mel_channels:
-            raise ValueError(f"prompt_mel must have {self.flow.mel_channels} bins last, got {tuple(prompt_mel.shape)}")
-        if spk.size(-1) != self.config.flow.spk_embed_dim:
-            raise ValueError(f"speaker_embedding must be {self.config.flow.spk_embed_dim}-d, got {tuple(spk.shape)}")
-
+        prompt_token, prompt_feat, spk = self.prepare_prompt(prompt_codec_ids, prompt_mel, speaker_embedding)
         token = _frame_pairs(codec_ids)
-        prompt_token = _frame_pairs(prompt_codec_ids)
-        prompt_feat = align_prompt_mel(mel_in.float(), prompt_token.size(1) * self.flow.up_rate)
 
         self._sync()
         start = time.perf_counter()
@@ -146,6 +204,8 @@ class Token2Wav:
             seed=seed,
             noise=noise,
         )
+        if speed != 1.0:
+            mel = time_scale_mel(mel, speed)
         self._sync()
         flow_done = time.perf_counter()
         gen = torch.Generator(device=self.device)
@@ -170,6 +230,7 @@ class Token2Wav:
         prompt_mel: torch.Tensor,
         speaker_embedding: torch.Tensor,
         seed: int | None = None,
+        speed: float = 1.0,
     ) -> torch.Tensor:
         """(N,) float32 CPU waveform at :attr:`sample_rate` for ``codec_ids`` in the prompt's voice."""
-        return self.synthesize(codec_ids, prompt_codec_ids, prompt_mel, speaker_embedding, seed).waveform
+        return self.synthesize(codec_ids, prompt_codec_ids, prompt_mel, speaker_embedding, seed, speed=speed).waveform

@@ -92,8 +92,10 @@ def test_bad_requests_are_named(engine: EditXEngine) -> None:
         engine.clone(voice(seconds=31), "p", "t")
     with pytest.raises(InvalidInputError, match="target_text is empty"):
         engine.clone(voice(), "p", "   ")
-    with pytest.raises(InputTooLargeError, match="target_text has 1001 characters"):
-        engine.clone(voice(), "p", "x" * 1001)
+    with pytest.raises(InputTooLargeError, match="target_text has 10001 characters; the limit is 10000"):
+        engine.clone(voice(), "p", "x" * 10001)
+    with pytest.raises(InvalidInputError, match="speed must be between 0.25 and 4"):
+        engine.clone(voice(), "p", "t", speed=5.0)
     with pytest.raises(InvalidInputError, match="n_edit_iter"):
         engine.edit(voice(), "t", "emotion", "sad", n_edit_iter=6)
     with pytest.raises(InvalidInputError, match="audio_text is empty"):

@@ -167,7 +167,7 @@ BAD_CLONE: list[tuple[str, dict[str, Any], int, str, str | None]] = [
     ("too short", {"file": wav_bytes(tone(0.05))}, 400, "shorter than 0.1 s", "prompt_audio"),
     ("too long", {"file": wav_bytes(tone(31.0))}, 413, "the limit is 30 s", "prompt_audio"),
     ("empty target", {"target_text": "   "}, 400, "target_text is empty", "target_text"),
-    ("target too long", {"target_text": "a" * 1001}, 413, "target_text has 1001 characters", "target_text"),
+    ("target too long", {"target_text": "a" * 10001}, 413, "target_text has 10001 characters", "target_text"),
 ]
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 from safetensors import safe_open
-from transformers import AutoConfig, AutoModelForCausalLM, LogitsProcessor, LogitsProcessorList
+from transformers import AutoConfig, AutoModelForCausalLM, DynamicCache
 
 from runners.llm import RepetitionAwareLogitsProcessor, Step1LM
 from runners.model_store import LLM_DIR
@@ -238,30 +238,23 @@ def test_generation_never_repeats_an_id_inside_the_window(lm: Step1LM) -> None:
             assert out[k] != out[k - 1]
 
 
-class _EosAt(LogitsProcessor):
-    """Test helper: force EOS after a per-row number of generated tokens."""
-
-    def __init__(self, prompt_width: int, stop_after: list[int]) -> None:
-        self.prompt_width = prompt_width
-        self.stop_after = stop_after
-
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        produced = input_ids.shape[1] - self.prompt_width
-        for row, limit in enumerate(self.stop_after):
-            if produced == limit:
-                scores[row] = float("-inf")
-                scores[row, EOS] = 0.0
-        return scores
-
-
 def test_eos_is_stripped_and_nothing_after_it_is_returned(lm: Step1LM, monkeypatch: pytest.MonkeyPatch) -> None:
     prompts = [_prompt(9, seed=7), _prompt(14, seed=8)]
-    official = lm.logits_processors
+    stop_after = [2, 5]  # row r says EOS as its (stop_after[r] + 1)-th sampled id
+    real_step = lm.decode_step
+    calls = {"n": 0}
 
-    def with_forced_eos(temperature: float, allowed_ids=None) -> LogitsProcessorList:
-        return LogitsProcessorList([*official(temperature, allowed_ids), _EosAt(14, [2, 5])])
+    def forcing_eos(cache, input_ids, positions, key_len):
+        logits = real_step(cache, input_ids, positions, key_len)
+        produced = calls["n"] + 1  # ids sampled before this step's
+        calls["n"] += 1
+        for row, limit in enumerate(stop_after):
+            if produced == limit:
+                logits[row] = float("-inf")
+                logits[row, EOS] = 0.0
+        return logits
 
-    monkeypatch.setattr(lm, "logits_processors", with_forced_eos)
+    monkeypatch.setattr(lm, "decode_step", forcing_eos)
     out = lm.generate(prompts, seed=3, max_new_tokens=20)
     assert [len(ids) for ids in out] == [2, 5]
     assert all(EOS not in ids for ids in out)
@@ -298,3 +291,31 @@ def test_allowed_ids_restrict_what_is_sampled(lm: Step1LM) -> None:
     allowed = torch.arange(65536, 65536 + 5120)
     out = lm.generate([_prompt(8, seed=11)], seed=5, max_new_tokens=25, allowed_ids=allowed)[0]
     assert len(out) == 25 and all(65536 <= i < 65536 + 5120 for i in out)
+
+
+def test_preallocated_slot_cache_gives_the_dynamic_cache_logits(lm: Step1LM) -> None:
+    """Three requests of different lengths decoded together in slots = each alone through DynamicCache."""
+    prompts = [_prompt(n, seed=20 + n) for n in (5, 11, 17)]
+    steps = [[3 + k, 9 + k, 70000 + k] for k in range(4)]  # the ids fed at each decode step, per row
+    cache = lm.new_cache(slots=3, max_len=32)
+    for slot, prompt in enumerate(prompts):
+        lm.prefill(cache, slot, prompt, 0)
+    batched = []
+    for fed in steps:
+        positions = torch.tensor(cache.lengths)
+        batched.append(lm.decode_step(cache, torch.tensor(fed), positions, max(cache.lengths) + 1))
+        cache.lengths = [n + 1 for n in cache.lengths]
+    for row, prompt in enumerate(prompts):
+        dyn = DynamicCache()
+        with torch.inference_mode():
+            lm.model(torch.tensor([prompt]), cache=dyn, use_cache=True)
+            for k, fed in enumerate(steps):
+                ref = lm.model(torch.tensor([[fed[row]]]), cache=dyn, use_cache=True).logits[0, -1].float()
+                torch.testing.assert_close(batched[k][row], ref, rtol=1e-5, atol=1e-5)
+
+
+def test_a_seeded_prompt_gives_the_same_ids_alone_and_among_seven_others(lm: Step1LM) -> None:
+    prompts = [_prompt(6 + 3 * k, seed=40 + k) for k in range(8)]
+    together = lm.generate(prompts, seed=9, max_new_tokens=16)
+    for k in (0, 3, 7):
+        assert lm.generate([prompts[k]], seed=9, max_new_tokens=16)[0] == together[k]

@@ -201,9 +201,14 @@ class Step1Model(Step1PreTrainedModel):
         use_cache: bool | None = None,
         output_hidden_states: bool | None = None,
         past_key_values: Cache | None = None,
+        attention_bias: torch.Tensor | None = None,
         **kwargs: Any,
     ) -> BaseModelOutputWithPast:
-        """``attention_mask`` is 2-D (batch, past + new) with 0 at left padding; 4-D masks are refused."""
+        """``attention_mask`` is 2-D (batch, past + new) with 0 at left padding; 4-D masks are refused.
+
+        ``attention_bias`` (B or 1, H, new, keys) replaces the bias built from the cache length and the
+        mask: the batched decode step of the scheduler passes one whose rows sit at different positions.
+        """
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("give exactly one of input_ids or inputs_embeds")
         cache = _pick_cache(cache, past_key_values)
@@ -217,14 +222,17 @@ class Step1Model(Step1PreTrainedModel):
         total = past + length
 
         key_padding: torch.Tensor | None = None
-        if attention_mask is not None:
+        if attention_bias is not None:
+            bias = attention_bias
+        elif attention_mask is not None:
             if attention_mask.dim() != 2:
                 raise ValueError("Step1 takes a 2-D attention_mask (batch, keys); got %d-D" % attention_mask.dim())
             if attention_mask.shape[-1] < total:
                 raise ValueError(f"attention_mask covers {attention_mask.shape[-1]} keys, the cache holds {total}")
             key_padding = attention_mask[:, -total:] == 0
-        slopes = self.slopes_on(inputs_embeds.device)
-        bias = sqrt_alibi_bias(slopes, past, length, total, key_padding, inputs_embeds.dtype)
+        if attention_bias is None:
+            slopes = self.slopes_on(inputs_embeds.device)
+            bias = sqrt_alibi_bias(slopes, past, length, total, key_padding, inputs_embeds.dtype)
 
         hidden = inputs_embeds
         all_hidden: list[torch.Tensor] = []
@@ -273,6 +281,7 @@ class Step1ForCausalLM(Step1PreTrainedModel, GenerationMixin):
         output_hidden_states: bool | None = None,
         logits_to_keep: int = 0,
         past_key_values: Cache | None = None,
+        attention_bias: torch.Tensor | None = None,
         **kwargs: Any,
     ) -> CausalLMOutputWithPast:
         """``logits_to_keep=N`` computes logits for the last N positions only (0 = all)."""
@@ -283,6 +292,7 @@ class Step1ForCausalLM(Step1PreTrainedModel, GenerationMixin):
             inputs_embeds=inputs_embeds,
             use_cache=use_cache,
             output_hidden_states=output_hidden_states,
+            attention_bias=attention_bias,
         )
         hidden = out.last_hidden_state
         if logits_to_keep:

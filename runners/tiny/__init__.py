@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from pathlib import Path
 
-from runners.model_store import DECODER_DIR, DEFAULT_FUNASR_ID, LLM_DIR, TOKENIZER_DIR
+from runners.model_store import AWQ_DIR, DECODER_DIR, DEFAULT_FUNASR_ID, LLM_DIR, TOKENIZER_DIR
 
 ALL_PARTS = ("tokenizer", "step1", "decoder")
 TINY_MARKER = "TINY_RANDOM_WEIGHTS"
@@ -42,3 +42,25 @@ def build_tiny_model_root(root: Path | str, seed: int = 0, parts: Collection[str
         write_decoder_part(root / LLM_DIR / DECODER_DIR, seed=seed)
     (root / TINY_MARKER).write_text("random weights written by runners.tiny: output is noise\n")
     return root
+
+
+def write_tiny_awq_part(root: Path | str) -> Path:
+    """Add ``Step-Audio-EditX-AWQ-4bit/`` to a tiny root: its Step1 quantized to W4A16 (compressed-tensors)."""
+    from runners.tiny.awq import write_awq_folder
+
+    import shutil
+    import tempfile
+
+    root = Path(root)
+    # Written beside, then renamed: a crash never leaves a half-written folder that looks complete.
+    staging = Path(tempfile.mkdtemp(prefix=".awq-", dir=root))
+    try:
+        write_awq_folder(root / LLM_DIR, staging)
+        try:
+            staging.rename(root / AWQ_DIR)
+        except OSError:
+            if not (root / AWQ_DIR).is_dir():  # another process may have finished first: that copy is as good
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return root / AWQ_DIR

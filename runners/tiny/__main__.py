@@ -5,16 +5,19 @@ from __future__ import annotations
 import argparse
 import time
 
-from runners.tiny import build_tiny_model_root
+from runners.tiny import build_tiny_model_root, write_tiny_awq_part
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("root", help="folder to write the model root into")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--awq", action="store_true", help="also write Step-Audio-EditX-AWQ-4bit/ (W4A16)")
     args = parser.parse_args()
     start = time.perf_counter()
     root = build_tiny_model_root(args.root, seed=args.seed)
+    if args.awq:
+        write_tiny_awq_part(root)
     print(f"tiny model root written to {root} in {time.perf_counter() - start:.1f} s")
 
 

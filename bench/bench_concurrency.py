@@ -1,0 +1,160 @@
+"""Concurrency: aggregate speed at 1/4/8/16 concurrent clones over real HTTP, streaming latency, decode steps.
+
+Prints figures, asserts nothing. One run measures everything side by side:
+
+- audio seconds per wall second with N clients sending clones at once, and the ratio to N clones sent
+  one after another (serial) in the same run;
+- with ``stream=true``: time to the first audio bytes against the time of the whole request (p50/p95);
+- the LLM decode step alone at batch 1, 8 and 16 (ms per step, ids per second).
+
+    .venv/bin/python -m bench.bench_concurrency             # tiny random model, this machine
+    .venv/bin/python -m bench.bench_concurrency --model /path/to/MODELS --tokens 400
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import soundfile as sf
+
+
+def tone(seconds: float, rate: int = 16000) -> bytes:
+    t = np.arange(int(seconds * rate)) / rate
+    wave = 0.3 * np.sin(2 * np.pi * 150 * t + 2 * np.sin(2 * np.pi * 4 * t)) * (0.6 + 0.4 * np.sin(2 * np.pi * 3 * t))
+    buf = io.BytesIO()
+    sf.write(buf, wave.astype(np.float32), rate, format="WAV", subtype="PCM_16")
+    return buf.getvalue()
+
+
+VOICE = tone(3.0)
+
+
+def clone(url: str, k: int, stream: bool = False) -> tuple[float, float, float]:
+    """(audio seconds, first-audio seconds, total seconds) of one clone."""
+    data = {"target_text": f"This is request {k}, spoken in a borrowed voice.", "prompt_text": "a test prompt",
+            "seed": str(k), "stream": "true" if stream else "false"}
+    start = time.perf_counter()
+    first = None
+    body = b""
+    with httpx.stream("POST", f"{url}/clone", files={"prompt_audio": ("v.wav", VOICE)}, data=data,
+                      timeout=900) as r:
+        r.raise_for_status()
+        for piece in r.iter_bytes():
+            if first is None and len(body) + len(piece) > 44:
+                first = time.perf_counter() - start
+            body += piece
+    total = time.perf_counter() - start
+    samples, rate = sf.read(io.BytesIO(body), dtype="float32")
+    return samples.size / rate, first or total, total
+
+
+def burst(url: str, n: int, stream: bool = False, offset: int = 0) -> tuple[float, list[tuple[float, float, float]]]:
+    results: list[tuple[float, float, float]] = [(0.0, 0.0, 0.0)] * n
+    barrier = threading.Barrier(n)
+
+    def run(i: int) -> None:
+        barrier.wait()
+        results[i] = clone(url, offset + i, stream)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+    start = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return time.perf_counter() - start, results
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+def decode_steps(model_root: Path, batches: tuple[int, ...], steps: int = 30) -> None:
+    import torch
+
+    from runners.llm import Step1LM
+
+    lm = Step1LM.from_pretrained(model_root / "Step-Audio-EditX", device="cuda" if torch.cuda.is_available() else "cpu",
+                                 dtype=torch.bfloat16 if torch.cuda.is_available() else torch.float32)
+    cache = lm.new_cache(max(batches), 1024)
+    for slot in range(max(batches)):
+        lm.prefill(cache, slot, list(range(100, 400)), 0)
+    print("\ndecode step (prompt 300 ids per row):")
+    base = None
+    for batch in batches:
+        ids = torch.zeros(batch, dtype=torch.long, device=lm.device)
+        positions = torch.tensor(cache.lengths[:batch], device=lm.device)
+        for _ in range(3):
+            lm.decode_step(cache, ids, positions, 301)
+        if lm.device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        for _ in range(steps):
+            lm.decode_step(cache, ids, positions, 301)
+        if lm.device.type == "cuda":
+            torch.cuda.synchronize()
+        ms = (time.perf_counter() - start) / steps * 1000
+        base = base or ms
+        print(f"  batch {batch:2d}: {ms:7.2f} ms/step  {batch * 1000 / ms:8.0f} ids/s  "
+              f"({ms / base:.2f}x the batch-1 step for {batch}x the ids)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="tiny", help="model root, or 'tiny' (random weights)")
+    parser.add_argument("--tokens", type=int, default=120, help="ids per answer (EDITX_MAX_NEW_TOKENS)")
+    parser.add_argument("--levels", default="1,4,8,16")
+    args = parser.parse_args()
+    levels = [int(x) for x in args.levels.split(",")]
+
+    import bentoml
+
+    from runners.tiny import build_tiny_model_root
+
+    root = Path(args.model) if args.model != "tiny" else Path(tempfile.mkdtemp()) / "tiny"
+    if args.model == "tiny":
+        build_tiny_model_root(root, seed=0)
+    os.environ.update({"EDITX_MODEL_PATH": str(root), "EDITX_CACHE_DIR": "", "HF_HUB_OFFLINE": "1",
+                       "EDITX_MAX_NEW_TOKENS": str(args.tokens), "EDITX_MAX_BATCH": str(max(levels))})
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from service import EditXService
+    from tests.service_helpers import free_port, wait_ready
+
+    with bentoml.serve(EditXService, port=free_port(), host="127.0.0.1") as server:
+        url = server.url
+        wait_ready(url, timeout=600)
+        clone(url, 0)  # warm up: the prompt features are cached from here on
+        print(f"model: {args.model}, {args.tokens} ids per answer, {os.cpu_count()} CPU cores")
+        print(f"{'clients':>8} {'serial s':>9} {'concurrent s':>13} {'audio s/wall s':>15} {'vs serial':>10}")
+        for n in levels:
+            start = time.perf_counter()
+            serial = [clone(url, 1000 + i) for i in range(n)]
+            serial_wall = time.perf_counter() - start
+            wall, together = burst(url, n, offset=2000)
+            audio = sum(r[0] for r in together)
+            print(f"{n:8d} {serial_wall:9.2f} {wall:13.2f} {audio / wall:15.2f} {serial_wall / wall:9.2f}x")
+        wall, streamed = burst(url, 8, stream=True, offset=3000)
+        firsts = [r[1] for r in streamed]
+        ratios = [r[1] / r[2] for r in streamed]
+        single = clone(url, 4000, stream=True)
+        print(f"\nstreaming, 1 client: first audio {single[1]:.2f} s of {single[2]:.2f} s "
+              f"({single[1] / single[2]:.2f} of the request)")
+        print(f"streaming, 8 clients: first audio p50 {percentile(firsts, 0.5):.2f} s, p95 {percentile(firsts, 0.95):.2f} s;"
+              f" first/total p50 {percentile(ratios, 0.5):.2f}, p95 {percentile(ratios, 0.95):.2f}")
+        stats = httpx.get(f"{url}/status", timeout=10).json()["scheduler"]
+        print(f"scheduler: {stats['steps']} steps, {stats['generated_tokens']} ids, {stats['finished']} finished")
+    decode_steps(root, (1, 8, 16))
+
+
+if __name__ == "__main__":
+    main()
