@@ -223,7 +223,9 @@ class EditXEngine:
         llm = self._parts["llm"]
         cfg = self.config
         scheduler = Scheduler(cfg.max_batch, cfg.max_queue, PREFILL_TOKENS_PER_STEP, eos_id=llm.eos_id)
-        decode = decode_function(llm, cfg.cuda_graphs, cfg.max_batch)
+        from runners.quantization import cuda_graphs_mode
+
+        decode = decode_function(llm, cuda_graphs_mode(cfg.llm_quantization, cfg.cuda_graphs), cfg.max_batch)
         runner = LLMRunner(llm, cfg.max_batch, cfg.max_total_tokens, decode=decode)
         sync_every = 4 if self.device.type == "cuda" else 1
         self._tokens_reported = 0
