@@ -256,11 +256,13 @@ def test_transcriptions_in_every_format(client: openai.OpenAI, tmp_path: Path) -
 
 
 def test_native_clone_with_a_voice(url: str, voice: str) -> None:
-    r = httpx.post(f"{url}/clone", data={"voice": voice, "target_text": "Good morning."}, timeout=600)
+    # multipart, as curl -F sends it (the audio APIs take form-data), with no file part at all
+    form = {"voice": (None, voice), "target_text": (None, "Good morning.")}
+    r = httpx.post(f"{url}/clone", files=form, timeout=600)
     assert r.status_code == 200, r.text
     samples, rate = decode_any(r.content, "wav")
     assert rate == 24000 and samples.size > 0
-    r = httpx.post(f"{url}/clone", data={"voice": "nobody", "target_text": "Good morning."}, timeout=60)
+    r = httpx.post(f"{url}/clone", files={"voice": (None, "nobody"), "target_text": (None, "Hi.")}, timeout=60)
     assert r.status_code == 404 and r.json()["field"] == "voice"  # the native shape: {error, field}
 
 
