@@ -123,13 +123,14 @@ build_standin() {
   say "building a stand-in for $base (mmdebstrap minbase $suite from $main_uri)"
   local t=$(now)
   # As Debian's own slim images: no documentation, manual pages or translations (the dpkg settings
-  # stay in the image, so later apt installs leave them out too), and perl-base without perl.
+  # stay in the image, so later apt installs leave them out too), /usr merged by usr-is-merged, not
+  # by usrmerge (which pulls in perl).
   mmdebstrap --quiet --variant=minbase \
     --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-include=/usr/share/doc/*/copyright' \
     --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/info/*' \
     --dpkgopt='path-exclude=/usr/share/locale/*' --dpkgopt='path-exclude=/usr/share/groff/*' \
     --dpkgopt='path-exclude=/usr/share/lintian/*' \
-    --customize-hook='chroot "$1" dpkg --purge perl libperl5.36 perl-modules-5.36' \
+    --hook-dir=/usr/share/mmdebstrap/hooks/merged-usr \
     "$suite" "$WORK/rootfs.tar" "${sources[@]}"
   podman import -q "$WORK/rootfs.tar" localhost/editx-standin-rootfs:bookworm >/dev/null
   rm -f "$WORK/rootfs.tar"
