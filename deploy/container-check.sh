@@ -28,6 +28,7 @@ READY_TIMEOUT_S=${CONTAINER_READY_TIMEOUT_S:-600}
 KEEP_BASE=${CONTAINER_KEEP_BASE:-1}
 PULL_TIMEOUT_S=${CONTAINER_PULL_TIMEOUT_S:-45}
 STANDIN_LABEL=io.editx-serve.standin
+STANDIN_RECIPE=2  # raise when build_standin changes: an older stand-in is rebuilt
 
 say() { printf '\n== %s\n' "$*"; }
 fail() { printf 'FAIL: %s\n' "$*" >&2; FAILED=1; }
@@ -122,12 +123,14 @@ build_standin() {
   say "building a stand-in for $base (mmdebstrap minbase $suite from $main_uri)"
   local t=$(now)
   # As Debian's own slim images: no documentation, manual pages or translations (the dpkg settings
-  # stay in the image, so later apt installs leave them out too).
+  # stay in the image, so later apt installs leave them out too), /usr merged by usr-is-merged, not
+  # by usrmerge (which pulls in perl).
   mmdebstrap --quiet --variant=minbase \
     --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-include=/usr/share/doc/*/copyright' \
     --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/info/*' \
     --dpkgopt='path-exclude=/usr/share/locale/*' --dpkgopt='path-exclude=/usr/share/groff/*' \
     --dpkgopt='path-exclude=/usr/share/lintian/*' \
+    --hook-dir=/usr/share/mmdebstrap/hooks/merged-usr \
     "$suite" "$WORK/rootfs.tar" "${sources[@]}"
   podman import -q "$WORK/rootfs.tar" localhost/editx-standin-rootfs:bookworm >/dev/null
   rm -f "$WORK/rootfs.tar"
@@ -147,17 +150,21 @@ ENV SSL_CERT_FILE=/etc/ssl/editx-host-ca.pem PIP_CERT=/etc/ssl/editx-host-ca.pem
     REQUESTS_CA_BUNDLE=/etc/ssl/editx-host-ca.pem UV_NATIVE_TLS=1
 CMD ["bash"]
 EOF
-  podman build -q --layers=false --label "$STANDIN_LABEL=1" -t "$base" "$WORK/standin" >/dev/null
+  podman build -q --layers=false --label "$STANDIN_LABEL=$STANDIN_RECIPE" -t "$base" "$WORK/standin" >/dev/null
   CREATED_BASE=$base
   echo "stand-in base built in $(( $(now) - t )) s"
 }
 
-if podman image exists "$base"; then
-  if [ "$(podman image inspect --format "{{index .Labels \"$STANDIN_LABEL\"}}" "$base")" = 1 ]; then
-    echo "reusing the local stand-in for $base (built from Debian's archive by an earlier run)"
-  else
-    echo "using the local $base"
-  fi
+standin=""
+podman image exists "$base" && standin=$(podman image inspect --format "{{index .Labels \"$STANDIN_LABEL\"}}" "$base")
+if [ -n "$standin" ] && [ "$standin" != "$STANDIN_RECIPE" ]; then
+  echo "the local stand-in for $base is from an older recipe: rebuilding it"
+  podman rmi -f "$base" localhost/editx-standin-rootfs:bookworm >/dev/null
+  build_standin
+elif [ -n "$standin" ]; then
+  echo "reusing the local stand-in for $base (built from Debian's archive by an earlier run)"
+elif podman image exists "$base"; then
+  echo "using the local $base"
 elif timeout "$PULL_TIMEOUT_S" podman pull -q "$base" >/dev/null 2>&1; then
   echo "pulled $base"
 else

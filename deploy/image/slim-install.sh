@@ -10,7 +10,7 @@
 #   - CUDA libraries no other library needs and torch never opens (checked with readelf and
 #     strings on torch 2.11 +cu130): the alternative NVRTC build, multi-GPU cuSOLVER, the CUPTI
 #     profiling helpers, NVBLAS, the FFTW wrapper, static archives; C/C++ headers; torch's ptxas
-#     and protoc; the test suites inside wheels;
+#     and protoc; bitsandbytes' builds for other CUDA/ROCm/XPU versions; the test suites inside wheels;
 #   - no .pyc files are written: Python compiles what it imports on first start instead (seconds;
 #     PYTHONPYCACHEPREFIX in bentofile.yaml keeps them in /tmp for restarts of the container).
 # Together about 0.6 GB. It then fails the build when a library torch or the CUDA wheels link
@@ -36,6 +36,9 @@ rm -f "$lib"/libnvrtc.alt.so.* "$lib"/libnvrtc-builtins.alt.so.* "$lib"/libcusol
 rm -rf "$site"/nvidia/*/include "$site"/torch/include
 # torch's copies of ptxas and protoc serve kernel compilation and code generation only.
 rm -f "$site"/torch/bin/ptxas "$site"/torch/bin/protoc "$site"/torch/bin/protoc-*
+# bitsandbytes' builds for other CUDA, ROCm and XPU versions: it loads the one for torch's CUDA 13.
+rm -f "$site"/bitsandbytes/libbitsandbytes_cuda1[0-2]*.so "$site"/bitsandbytes/libbitsandbytes_rocm*.so \
+      "$site"/bitsandbytes/libbitsandbytes_xpu*.so
 # Test suites shipped inside wheels (pandas, numba, numpy, scipy, sympy, ...): no module outside
 # them imports them.
 find "$site" -depth -type d -name tests -exec rm -rf {} +
