@@ -585,23 +585,21 @@ class EditXEngine(EngineLifecycle):
                 self._abort(requests)
 
     def _chunks(self, pieces: Iterator[np.ndarray], started: float, what: str) -> Iterator[AudioChunk]:
-        """Number the pieces, mark the last one, report the first-chunk latency and the total."""
+        """Number the pieces and pass each on at once; an empty chunk marked ``last`` ends the stream.
+
+        Nothing is held back to mark the last piece: the first audio leaves as soon as it exists.
+        """
         index, total = 0, 0
-        previous: np.ndarray | None = None
         for piece in pieces:
             if piece.size == 0:
                 continue
-            if previous is not None:
-                if index == 0:
-                    self.events.first_chunk(time.perf_counter() - started)
-                yield AudioChunk(previous, DECODER_RATE, index)
-                index += 1
-            previous = piece
+            if index == 0:
+                self.events.first_chunk(time.perf_counter() - started)
+            yield AudioChunk(piece, DECODER_RATE, index)
+            index += 1
             total += piece.size
-        if index == 0:
-            self.events.first_chunk(time.perf_counter() - started)
-        yield AudioChunk(previous if previous is not None else np.zeros(0, np.float32), DECODER_RATE, index, last=True)
-        log.info("%s (streamed): %.2f s of audio in %d chunks in %.2f s", what, total / DECODER_RATE, index + 1,
+        yield AudioChunk(np.zeros(0, np.float32), DECODER_RATE, index, last=True)
+        log.info("%s (streamed): %.2f s of audio in %d chunks in %.2f s", what, total / DECODER_RATE, index,
                  time.perf_counter() - started, extra={"stage": "request"})
 
     def _check_edit(self, audio: Audio, audio_text: str | None, edit_type: str, edit_info: str | None,
