@@ -14,11 +14,13 @@ transcript); Clear empties it.
 from __future__ import annotations
 
 import tempfile
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+import anyio
 import gradio as gr
 from pydantic import BaseModel
 
@@ -34,6 +36,7 @@ from runners.errors import USER_ERRORS, EngineUnavailableError, InvalidInputErro
 from runners.voices import VoiceRegistry
 
 EngineGetter = Callable[[], EditXEngine]
+T = TypeVar("T")
 VoicesGetter = Callable[[], VoiceRegistry]
 STREAM_PIECE_S = 0.5  # a finished clone is played in pieces of this length until the engine streams
 EDIT_TYPES: list[str] = [s.name for s in VOCABULARY.edit_types]
@@ -189,12 +192,13 @@ def clone_action(
     target_text: str,
     seed: int | None,
     progress: Progress,
+    cancel: threading.Event | None = None,
 ) -> tuple[str, list[HistoryItem], str]:
-    """Clone; returns (output wav path, the NEW history, summary)."""
+    """Clone; returns (output wav path, the NEW history, summary). Setting ``cancel`` aborts it."""
     if not audio_path:
         raise InvalidInputError("upload or record the prompt audio first", field="prompt_audio")
     prompt = read_upload(audio_path, "prompt_audio", engine.config.max_upload_bytes)
-    syn = engine.clone(prompt, prompt_text or None, target_text, seed=seed, progress=progress)
+    syn = engine.clone(prompt, prompt_text or None, target_text, seed=seed, progress=progress, cancel=cancel)
     path = write_output(syn)
     item = HistoryItem(label=f"CLONE: {target_text.strip()}", path=path, text=target_text.strip())
     return path, [item], _summary(syn)
@@ -211,6 +215,7 @@ def edit_action(
     n_edit_iter: int,
     seed: int | None,
     progress: Progress,
+    cancel: threading.Event | None = None,
 ) -> tuple[str, list[HistoryItem], str]:
     """Edit the newest history audio (or the input audio); returns (path, history + new item, summary)."""
     if history:
@@ -230,6 +235,7 @@ def edit_action(
         n_edit_iter=int(n_edit_iter),
         seed=seed,
         progress=progress,
+        cancel=cancel,
     )
     path = write_output(syn)
     what = f"EDIT {edit_type}" + (f" → {edit_info}" if edit_info else "")
@@ -261,13 +267,14 @@ def clone_voice_action(
     target_text: str,
     seed: int | None,
     progress: Progress,
+    cancel: threading.Event | None = None,
 ) -> tuple[str, list[HistoryItem], str]:
     """Clone with a registered voice (its stored features skip preparation); starts a new history."""
     if not voice_id:
         raise InvalidInputError("choose a voice first (or save the input audio as one)", field="voice")
     stored = voices.load(voice_id)
     voices.prime(stored, engine)
-    syn = engine.clone(stored.audio, stored.voice.text, target_text, seed=seed, progress=progress)
+    syn = engine.clone(stored.audio, stored.voice.text, target_text, seed=seed, progress=progress, cancel=cancel)
     path = write_output(syn)
     item = HistoryItem(label=f"CLONE ({voice_id}): {target_text.strip()}", path=path, text=target_text.strip())
     return path, [item], _summary(syn)
@@ -303,6 +310,19 @@ def stream_clone_action(
         yield rate, (np.clip(np.asarray(samples, dtype=np.float32), -1, 1) * 32767).astype(np.int16)
 
 
+async def cancellable(call: Callable[[threading.Event], T]) -> T:
+    """``call(cancel)`` in a worker thread; when Gradio cancels the event (Stop, or the page goes), set ``cancel``.
+
+    The thread is abandoned on cancellation, and the engine then aborts its request within one step.
+    """
+    cancel = threading.Event()
+    try:
+        return await anyio.to_thread.run_sync(call, cancel, abandon_on_cancel=True)
+    except BaseException:
+        cancel.set()
+        raise
+
+
 # --------------------------------------------------------------------- UI
 def build_ui(get_engine: EngineGetter, get_voices: VoicesGetter | None = None) -> gr.Blocks:
     """The Blocks (not launched: the service mounts it); the banner is filled from the engine on page load."""
@@ -313,25 +333,25 @@ def build_ui(get_engine: EngineGetter, get_voices: VoicesGetter | None = None) -
 
         return report
 
-    def on_clone(audio_path, prompt_text, target_text, seed, progress=gr.Progress()):  # noqa: ANN001, ANN202
+    async def on_clone(audio_path, prompt_text, target_text, seed, progress=gr.Progress()):  # noqa: ANN001, ANN202
         try:
             engine = _ready_engine(get_engine)
-            path, history, summary = clone_action(
-                engine, audio_path, prompt_text, target_text, _seed(seed), gradio_progress(progress)
-            )
+            path, history, summary = await cancellable(lambda cancel: clone_action(
+                engine, audio_path, prompt_text, target_text, _seed(seed), gradio_progress(progress), cancel
+            ))
         except USER_ERRORS as exc:
             raise gr.Error(str(exc)) from None
         return path, history, history_messages(history), summary
 
-    def on_edit(history, audio_path, prompt_text, edit_type, edit_info, target_text, n_iter, seed,  # noqa: ANN001, ANN202
-                progress=gr.Progress()):
+    async def on_edit(history, audio_path, prompt_text, edit_type, edit_info, target_text, n_iter,  # noqa: ANN001, ANN202
+                      seed, progress=gr.Progress()):
         try:
             engine = _ready_engine(get_engine)
             items = [HistoryItem.model_validate(h) for h in (history or [])]
-            path, items, summary = edit_action(
+            path, items, summary = await cancellable(lambda cancel: edit_action(
                 engine, items, audio_path, prompt_text, edit_type, edit_info, target_text, n_iter,
-                _seed(seed), gradio_progress(progress),
-            )
+                _seed(seed), gradio_progress(progress), cancel,
+            ))
         except USER_ERRORS as exc:
             raise gr.Error(str(exc)) from None
         return path, items, history_messages(items), summary
@@ -398,12 +418,12 @@ def build_ui(get_engine: EngineGetter, get_voices: VoicesGetter | None = None) -
         gr.Info(f"Voice {voice_id!r} deleted")
         return on_voices_refresh()
 
-    def on_clone_voice(voice_id, target_text, seed, progress=gr.Progress()):  # noqa: ANN001, ANN202
+    async def on_clone_voice(voice_id, target_text, seed, progress=gr.Progress()):  # noqa: ANN001, ANN202
         try:
             engine = _ready_engine(get_engine)
-            path, history, summary = clone_voice_action(
-                engine, registry(), voice_id, target_text, _seed(seed), gradio_progress(progress)
-            )
+            path, history, summary = await cancellable(lambda cancel: clone_voice_action(
+                engine, registry(), voice_id, target_text, _seed(seed), gradio_progress(progress), cancel
+            ))
         except USER_ERRORS as exc:
             raise gr.Error(str(exc)) from None
         return path, history, history_messages(history), summary
@@ -445,6 +465,7 @@ def build_ui(get_engine: EngineGetter, get_voices: VoicesGetter | None = None) -
                     clone_btn = gr.Button("CLONE", variant="primary", elem_id="editx-clone")
                     edit_btn = gr.Button("EDIT", variant="primary", elem_id="editx-edit")
                     clear_btn = gr.Button("Clear history", elem_id="editx-clear")
+                    stop_btn = gr.Button("Stop", variant="stop", elem_id="editx-stop")
                 gr.Markdown(HELP)
             with gr.Column():
                 audio_out = gr.Audio(type="filepath", label="Output", interactive=False,
@@ -477,19 +498,22 @@ def build_ui(get_engine: EngineGetter, get_voices: VoicesGetter | None = None) -
         timer = gr.Timer(2.0)
 
         outputs = [audio_out, history_state, chat, summary]
-        clone_btn.click(on_clone, [audio_in, prompt_text, target_text, seed], outputs,
-                        concurrency_limit=1, api_name="clone")
-        edit_btn.click(on_edit, [history_state, audio_in, prompt_text, edit_type, edit_info, target_text, n_iter,
-                                 seed], outputs, concurrency_limit=1, api_name="edit")
+        # No per-event limit on generation: the engine batches concurrent requests and bounds them itself.
+        clone_evt = clone_btn.click(on_clone, [audio_in, prompt_text, target_text, seed], outputs,
+                                    concurrency_limit=None, api_name="clone")
+        edit_evt = edit_btn.click(on_edit, [history_state, audio_in, prompt_text, edit_type, edit_info, target_text,
+                                            n_iter, seed], outputs, concurrency_limit=None, api_name="edit")
         clear_btn.click(on_clear, None, outputs, api_name=False)
         save_voice_btn.click(on_save_voice, [audio_in, voice_name, prompt_text], voice_pick, concurrency_limit=1,
                              api_name=False)
         refresh_voices_btn.click(on_voices_refresh, voice_pick, voice_pick, api_name=False)
         delete_voice_btn.click(on_delete_voice, voice_pick, voice_pick, api_name=False)
-        clone_voice_btn.click(on_clone_voice, [voice_pick, target_text, seed], outputs, concurrency_limit=1,
-                              api_name="clone_voice")
-        stream_btn.click(on_stream, [voice_pick, audio_in, prompt_text, target_text, seed], stream_out,
-                         concurrency_limit=1, api_name=False)
+        clone_voice_evt = clone_voice_btn.click(on_clone_voice, [voice_pick, target_text, seed], outputs,
+                                                concurrency_limit=None, api_name="clone_voice")
+        stream_evt = stream_btn.click(on_stream, [voice_pick, audio_in, prompt_text, target_text, seed], stream_out,
+                                      concurrency_limit=None, api_name=False)
+        # Stop aborts what runs: the engine drops the request within one step (a stream closes).
+        stop_btn.click(None, None, None, cancels=[clone_evt, edit_evt, clone_voice_evt, stream_evt], api_name=False)
         edit_type.change(on_type, edit_type, [edit_info, type_hint], api_name=False)
         transcribe_btn.click(on_transcribe, audio_in, prompt_text, concurrency_limit=1, api_name=False)
         clear_cache_btn.click(on_clear_cache, None, status_md, api_name=False)
