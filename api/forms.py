@@ -191,7 +191,11 @@ class FormGuardMiddleware:
             return
         body = await _read_body(receive)
         if body is None:
-            return  # the client left (or the upload middleware cut the body off and answers itself)
+            # The client left (or the upload middleware cut the body off and replaces this answer with
+            # its own). Answer anyway: a request that ends without a response is never counted as
+            # finished by the layers outside, and holds the server's shutdown until their timeout.
+            await self._refuse(send, path, 400, "the request body ended before it was complete", "body")
+            return
         try:
             clean, clean_type = await clean_form(scope, body, *route)
         except FormRefused as exc:
