@@ -204,7 +204,18 @@ def install(
                 logger.addHandler(buffer)
             if logger.getEffectiveLevel() > buffer.level:
                 logger.setLevel(buffer.level)
+            logger.disabled = False
+            _enable_children(name)
         return buffer
+
+
+def _enable_children(name: str) -> None:
+    """Re-enable ``name``'s child loggers too: a ``logging.config.dictConfig`` run by a library after our
+    modules were imported (``disable_existing_loggers``; ``bentoml.serve`` does it in the calling
+    process) silences them, and their records never arrive."""
+    for child_name, child in list(logging.root.manager.loggerDict.items()):
+        if child_name.startswith(name + ".") and isinstance(child, logging.Logger):
+            child.disabled = False
 
 
 def installed() -> LogBuffer | None:

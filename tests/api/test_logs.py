@@ -29,10 +29,12 @@ def logger() -> Iterator[tuple[logging.Logger, LogBuffer]]:
 @pytest.fixture
 def fresh_singleton(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Run install() as if in a new process, and undo what it attached."""
-    names = ["editx", lb.ACCESS_LOGGER]
+    names = ["editx", "editx.engine", lb.ACCESS_LOGGER]
     levels = {n: logging.getLogger(n).level for n in names}
     before = {n: list(logging.getLogger(n).handlers) for n in names}
     monkeypatch.setattr(lb, "_installed", None)
+    for n in names:  # no buffer of an earlier test (or of an imported service) stays attached
+        logging.getLogger(n).handlers = []
     yield
     for n in names:
         logging.getLogger(n).handlers = before[n]
