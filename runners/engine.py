@@ -187,7 +187,8 @@ class EditXEngine(EngineLifecycle):
 
         if offload_supported(self.config.llm_quantization):
             return None
-        return f"bitsandbytes weights of a {self.config.llm_quantization} LLM are not moved between devices"
+        return (f"offload of a {self.config.llm_quantization} LLM unloads instead: bitsandbytes weights are not "
+                "moved between devices")
 
     def _start_loop(self) -> None:
         """The engine loop over the loaded LLM: one slot per running request, the cache allocated once."""

@@ -132,7 +132,7 @@ class EngineLifecycle:
                 return
             refusal = self._offload_refusal()
             if refusal is not None:
-                log.info("unloading instead of offloading: %s", refusal)
+                log.info("%s", refusal)
                 self.unload(f"{reason}; {refusal}")
                 return
             before = self.memory()
