@@ -29,28 +29,31 @@ from api import metrics
 from api.admission import AdmissionMiddleware
 from api.app import build_app
 from api.auth import AuthMiddleware
-from api.deps import current_engine, current_settings
-from api.errors import error_response
-from api.forms import FormGuardMiddleware
-from api.logs import install as install_log_buffer
+from api.deps import current_engine, current_service, current_settings
 from api.engine_calls import client_gone_response, run_cancellable, stream_response
 from api.engine_metrics import PrometheusEvents
+from api.errors import error_response, quiet_bentoml_validation_errors
+from api.forms import FormGuardMiddleware
+from api.logs import install as install_log_buffer
+from api.openapi import OpenAPIMiddleware
 from api.responses import ResponseFormat, audio_response, check_stream_format, stream_headers
 from api.settings import HttpSettings
 from api.status import require_ready
 from api.uploads import FORM_OVERHEAD_BYTES, UploadLimitMiddleware, read_upload
-from runners.audio import DECODER_RATE
+from runners.audio import DECODER_RATE, Audio
 from runners.config import EngineConfig
 from runners.edit_vocab import VOCABULARY
 from runners.engine import EditXEngine
 from runners import privacy
-from runners.errors import USER_ERRORS, RequestAbortedError
+from runners.errors import USER_ERRORS, InvalidInputError, RequestAbortedError
 from runners.transcriber import Transcription
+from runners.voices import VoiceRegistry
 from ui import build_ui
 
 log = logging.getLogger("editx.service")
 LOGS = install_log_buffer("editx", include_access_log=True)  # what GET /logs and the UI log panel show
 metrics.install()  # /metrics labels by route template, never by raw path
+quiet_bentoml_validation_errors()  # a client's validation error is INFO without traceback, not ERROR
 
 _HERE = Path(__file__).resolve().parent
 _EDIT_TYPES = [s.name for s in VOCABULARY.edit_types]
@@ -104,7 +107,7 @@ def _image() -> bentoml.images.Image:
     return image
 
 
-ui_blocks: gr.Blocks = build_ui(current_engine)
+ui_blocks: gr.Blocks = build_ui(current_engine, lambda: current_service().voices)
 web = build_app(ui_blocks)
 
 
@@ -129,6 +132,7 @@ class EditXService:
 
     def __init__(self) -> None:
         self.engine = make_engine()  # the configuration is read from the environment here, once
+        self.voices = VoiceRegistry(self.engine.config.voices_dir)  # what /v1/audio/voices and `voice` use
         self.engine.events = PrometheusEvents()  # editx_* metrics on /metrics
         self.http = HttpSettings.from_env()
         privacy.configure(self.engine.config.log_content)
@@ -156,14 +160,31 @@ class EditXService:
         """Stop the engine's idle monitor thread."""
         self.engine.close()
 
+    def _clone_prompt(self, prompt_audio: Path | None, voice: str, prompt_text: str) -> tuple[Audio, str]:
+        """The prompt audio and text of a clone: the upload, or a registered voice (features primed)."""
+        if voice and prompt_audio is not None:
+            raise InvalidInputError("give prompt_audio or voice, not both", field="voice")
+        if voice:
+            stored = self.voices.load(voice)
+            self.voices.prime(stored, self.engine)
+            return stored.audio, prompt_text or stored.voice.text
+        if prompt_audio is None:
+            raise InvalidInputError("prompt_audio is required (or give voice: a registered voice id)",
+                                    field="prompt_audio")
+        return read_upload(prompt_audio, "prompt_audio", self.engine.config.max_upload_bytes), prompt_text
+
     # ------------------------------------------------------------------ APIs
     # Async, with the engine call in a worker thread: concurrent requests reach the scheduler together.
     @bentoml.api(route="/clone")
     async def clone(
         self,
-        prompt_audio: Path = Field(description="voice to clone: WAV/FLAC/OGG/MP3, 0.1–30 s (any declared type)"),
         target_text: str = Field(description="what the cloned voice should say; long texts are split into "
                                              "sentences and generated together"),
+        # `Path` with a None default, not `Path | None`: BentoML 1.4.40 decodes no upload into an optional Path.
+        prompt_audio: Path = Field(None, description="voice to clone: WAV/FLAC/OGG/MP3, 0.1–30 s "  # type: ignore[assignment]
+                                                    "(any declared type); or give `voice`"),
+        voice: str = Field("", description="id of a voice registered with POST /v1/audio/voices, instead of "
+                                           "prompt_audio (its transcript is used when prompt_text is empty)"),
         prompt_text: str = Field("", description="exact transcript of prompt_audio; empty = transcribed "
                                                  "automatically (EDITX_AUTO_TRANSCRIBE)"),
         seed: int | None = Field(None, ge=0, le=2**32 - 1, description="fixes sampling; empty = random"),
@@ -176,8 +197,7 @@ class EditXService:
         try:
             require_ready(self.engine)
             check_stream_format(stream, response_format)
-            prompt = await anyio.to_thread.run_sync(
-                read_upload, prompt_audio, "prompt_audio", self.engine.config.max_upload_bytes)
+            prompt, prompt_text = await anyio.to_thread.run_sync(self._clone_prompt, prompt_audio, voice, prompt_text)
             request = current_request()
             if stream:
                 chunks = await anyio.to_thread.run_sync(lambda: self.engine.clone_stream(
@@ -264,3 +284,5 @@ EditXService.add_asgi_middleware(AuthMiddleware, settings=current_settings)
 EditXService.add_asgi_middleware(AdmissionMiddleware, settings=current_settings)
 EditXService.add_asgi_middleware(UploadLimitMiddleware, max_body_bytes=_body_limit, settings=current_settings)
 EditXService.add_asgi_middleware(FormGuardMiddleware, routes=_form_routes)
+EditXService.add_asgi_middleware(OpenAPIMiddleware, multipart_apis=lambda: set(_form_routes()),
+                                 settings=current_settings)

@@ -6,7 +6,9 @@ import fastapi
 import gradio as gr
 
 from api.errors import install_error_handlers
+from api.deps import current_service
 from api.native import router as native_router
+from api.openai import build_router as openai_router
 
 
 def build_app(ui_blocks: gr.Blocks) -> fastapi.FastAPI:
@@ -18,4 +20,5 @@ def build_app(ui_blocks: gr.Blocks) -> fastapi.FastAPI:
     web = fastapi.FastAPI(title="editx-serve", docs_url=None, redoc_url=None, openapi_url=None)
     install_error_handlers(web)
     web.include_router(native_router)
+    web.include_router(openai_router(current_service))  # /v1: answers its errors in OpenAI's shape itself
     return gr.mount_gradio_app(web, ui_blocks, path="/ui", footer_links=["api"], show_error=True)

@@ -13,6 +13,11 @@ def current_engine() -> EditXEngine:
     return bentoml.get_current_service().engine
 
 
+def current_service():  # noqa: ANN201 - the EditXService instance (service.py imports api, not the reverse)
+    """The running service instance: its engine and its voice registry (what the /v1 routes use)."""
+    return bentoml.get_current_service()
+
+
 _fallback: HttpSettings | None = None
 
 

@@ -151,3 +151,26 @@ def install_error_handlers(app: FastAPI) -> None:
         app.add_exception_handler(kind, on_user_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)
+
+
+class QuietValidationErrors:
+    """A logging filter for BentoML's request logger: a client's validation error is INFO, without traceback.
+
+    BentoML logs every 400 it answers at ERROR with the traceback; the forms are checked before it sees
+    them, so this only catches what slips through (e.g. a JSON API added later).
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is not None and type(exc).__name__ == "ValidationError":
+            record.levelno, record.levelname = logging.INFO, "INFO"
+            record.msg = f"refused with 400: {exc.__class__.__name__} ({getattr(exc, 'error_count', lambda: '?')()} errors)"
+            record.args, record.exc_info, record.exc_text = (), None, None
+        return True
+
+
+def quiet_bentoml_validation_errors() -> None:
+    """Install :class:`QuietValidationErrors` on BentoML's request logger (idempotent)."""
+    logger = logging.getLogger("bentoml._internal.server.http_app")
+    if not any(isinstance(f, QuietValidationErrors) for f in logger.filters):
+        logger.addFilter(QuietValidationErrors())

@@ -150,6 +150,18 @@ async def clean_form(scope: Scope, body: bytes, model: type[BaseModel], file_fie
         await form.close()
 
 
+def _drop_idle_request_dirs() -> None:
+    """Remove BentoML's per-request temp folders once the request is over.
+
+    BentoML empties a request's ``bentoml-request-*`` folder when the request ends but keeps the folder
+    for reuse until the process exits; idle ones are removed here so a finished, failed or abandoned
+    request leaves nothing in the temp folder. Runs on the event loop, as BentoML's own pool calls do.
+    """
+    from bentoml._internal.context import request_tempdir_pool
+
+    request_tempdir_pool.cleanup()
+
+
 class FormGuardMiddleware:
     """For POSTs to ``routes`` (path → input model, file fields): the checks above, then a clean form."""
 
@@ -198,7 +210,10 @@ class FormGuardMiddleware:
                 return {"type": "http.request", "body": clean, "more_body": False}
             return await receive()  # the disconnect, when it comes
 
-        await self.app({**scope, "headers": headers}, replay, send)
+        try:
+            await self.app({**scope, "headers": headers}, replay, send)
+        finally:
+            _drop_idle_request_dirs()
 
     async def _refuse(self, send: Send, path: str, status: int, message: str, field: str | None) -> None:
         log.info("refused with %d: %s", status, privacy.redact(message), extra={"stage": "request"})

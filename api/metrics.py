@@ -20,26 +20,37 @@ UNKNOWN = "other"
 _REAL_PATH = "editx.real_path"
 
 
+def _children(route: Any) -> list[Any] | None:
+    """The routes inside a FastAPI ``include_router`` branch (with the include prefix applied)."""
+    if hasattr(route, "effective_candidates"):
+        return [*route.effective_candidates(), *route.effective_low_priority_routes()]
+    return None
+
+
 def _template(routes: list[Any], scope: Scope, prefix: str = "", depth: int = 0) -> str | None:
     for route in routes:
+        kids = _children(route)
+        if kids is not None:
+            found = _template(kids, scope, prefix, depth + 1) if depth < 8 else None
+            if found is not None:
+                return found
+            continue
         try:
             match, child = route.matches(scope)
         except Exception:
             continue
         if match == Match.NONE:
             continue
-        fmt = getattr(route, "path_format", None) or getattr(route, "path", "")
-        if isinstance(route, Mount) or hasattr(route, "routes") and not hasattr(route, "endpoint"):
-            inner = getattr(route, "routes", None)
-            if inner and depth < 4:
-                sub_scope = {**scope, **child}
-                found = _template(list(inner), sub_scope, prefix + fmt.rstrip("/"), depth + 1)
+        if isinstance(route, Mount):
+            inner = list(route.routes or [])
+            if inner and depth < 8:
+                found = _template(inner, {**scope, **child}, prefix + route.path, depth + 1)
                 if found is not None:
                     return found
-            if fmt in ("", "/"):
+            if not route.path:
                 continue  # a catch-all mount that no inner route claimed: unknown
-            return prefix + fmt.rstrip("/") + "/*"
-        return prefix + fmt
+            return prefix + route.path + "/*"
+        return prefix + (getattr(route, "path_format", None) or getattr(route, "path", "") or "")
     return None
 
 

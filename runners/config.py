@@ -39,6 +39,8 @@ class EngineConfig(BaseModel):
     temperature: float = Field(0.7, gt=0)
     cache_enabled: bool = Field(True, description="cache prompt features (tokens, mel, speaker, transcript)")
     cache_dir: str = Field("~/.cache/editx-serve/prompt-cache", description="persistent cache folder; '' = memory only")
+    voices_dir: str = Field("~/.cache/editx-serve/voices",
+                            description="registered voices (audio, transcript, prompt features); share it between replicas")
     cache_max_entries: int = Field(256, gt=0)
     cache_max_disk_mb: int = Field(2048, gt=0)
     auto_transcribe: bool = Field(

@@ -13,15 +13,12 @@ them.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import torch
@@ -30,7 +27,8 @@ from runners import privacy
 from runners.audio import DECODER_RATE, TOKENIZER_RATE, Audio, limit_peak
 from runners.config import EngineConfig
 from runners.edit_vocab import VOCABULARY, EditVocabulary, validate_edit
-from runners.errors import EngineUnavailableError, InputTooLargeError, InvalidInputError, RequestAbortedError
+from runners.lifecycle import EngineLifecycle
+from runners.errors import EngineUnavailableError, InputTooLargeError, InvalidInputError
 from runners.model_store import ModelPaths, resolve_model_root
 from runners.prompt_cache import PromptCache, PromptFeatures, audio_key
 from runners.prompts import PromptBuilder, clone_speaker_id, edit_instruction
@@ -41,7 +39,6 @@ from runners.tokens import CODEC_VOCAB, LLM_AUDIO_OFFSET, TOKENS_PER_SECOND, fro
 
 log = logging.getLogger("editx.engine")
 
-EngineState = Literal["unloaded", "loading", "loaded", "offloaded", "failed"]
 Progress = Callable[[str, float], None]  # (stage description, fraction done 0..1)
 TINY_MAX_NEW_TOKENS = 170  # ~4 s of audio
 PREFILL_TOKENS_PER_STEP = 512  # prompt tokens per engine step: a long prompt never stalls decoding for long
@@ -103,27 +100,18 @@ def _noop_progress(stage: str, fraction: float) -> None:
     return None
 
 
-class EditXEngine:
-    """Load once, then tokenize, clone and edit."""
+class EditXEngine(EngineLifecycle):
+    """Load once (see :mod:`runners.lifecycle`), then tokenize, clone and edit."""
 
     def __init__(self, config: EngineConfig | None = None) -> None:
-        self.config = config or EngineConfig.from_env()
-        self.device = self.config.torch_device()
-        self.state: EngineState = "unloaded"
-        self.error: str | None = None
+        super().__init__(config or EngineConfig.from_env())
+        cfg = self.config
         self.paths: ModelPaths | None = None
-        self.load_count = 0
-        self.load_seconds: float | None = None
-        self._lock = threading.RLock()  # held by load / unload / offload / bring-back (exclusive)
-        self._drained = threading.Condition(self._lock)
-        self._inflight = 0  # units of work running now (shared: many at once)
         self._prepare_lock = threading.Lock()  # tokenizer + speaker model: one prompt at a time
         self._decode_lock = threading.Lock()  # flow + vocoder: one chunk at a time, beside the LLM loop
-        self._parts: dict[str, object] = {}
         self._loop: EngineLoop | None = None
         self._tokens_reported = 0
         self.events = EngineEvents()
-        cfg = self.config
         self.cache = PromptCache(
             cfg.cache_dir or None,
             max_entries=cfg.cache_max_entries,
@@ -132,13 +120,6 @@ class EditXEngine:
         )
         # Whisper loads on its first use, not with the engine.
         self.transcriber = Transcriber(TranscriberConfig.from_env())
-        self.last_used = time.monotonic()
-        self.last_unload: dict[str, object] | None = None
-        self._stop = threading.Event()
-        self._monitor: threading.Thread | None = None
-        if cfg.idle_unload_s > 0:
-            self._monitor = threading.Thread(target=self._watch_idle, name="editx-idle", daemon=True)
-            self._monitor.start()
 
     # ------------------------------------------------------------------ loading
     @property
@@ -153,10 +134,6 @@ class EditXEngine:
         if self.config.is_tiny:
             return True
         return self.paths is not None and (self.paths.root / TINY_MARKER).is_file()
-
-    @property
-    def is_loaded(self) -> bool:
-        return self.state == "loaded"
 
     def resolve_paths(self) -> ModelPaths:
         cfg = self.config
@@ -175,25 +152,6 @@ class EditXEngine:
                 write_tiny_awq_part(root)
             return ModelPaths(root, cfg.funasr_id, awq).check()
         return resolve_model_root(cfg.model_path, cfg.model_source, funasr_id=cfg.funasr_id, awq=awq)
-
-    def load(self) -> "EditXEngine":
-        """Load every part (idempotent). Raises EngineUnavailableError on failure."""
-        with self._lock:
-            if self.state == "loaded":
-                return self
-            self.state, self.error = "loading", None
-            start = time.perf_counter()
-            try:
-                self._load_parts()
-            except Exception as exc:
-                self.state, self.error = "failed", f"{type(exc).__name__}: {exc}"
-                log.exception("model load failed")
-                raise EngineUnavailableError(f"model load failed: {self.error}") from exc
-            self.load_seconds = time.perf_counter() - start
-            self.load_count += 1
-            self.state = "loaded"
-            log.info("engine loaded in %.1f s on %s", self.load_seconds, self.device)
-            return self
 
     def _load_parts(self) -> None:
         from runners.audio_tokenizer import AudioTokenizer
@@ -214,7 +172,22 @@ class EditXEngine:
             "speaker_encoder": SpeakerEncoder(paths.decoder_dir / "campplus.onnx", device=self.device),
             "token2wav": Token2Wav(paths.decoder_dir, device=self.device, dtype=cfg.decoder_torch_dtype()),
         }
+
+    def _start_serving(self) -> None:
         self._start_loop()
+
+    def _stop_serving(self) -> None:
+        self._stop_loop()
+
+    def _release_parts(self) -> None:
+        self.transcriber.unload()
+
+    def _offload_refusal(self) -> str | None:
+        from runners.quantization import offload_supported
+
+        if offload_supported(self.config.llm_quantization):
+            return None
+        return f"bitsandbytes weights of a {self.config.llm_quantization} LLM are not moved between devices"
 
     def _start_loop(self) -> None:
         """The engine loop over the loaded LLM: one slot per running request, the cache allocated once."""
@@ -223,7 +196,9 @@ class EditXEngine:
         llm = self._parts["llm"]
         cfg = self.config
         scheduler = Scheduler(cfg.max_batch, cfg.max_queue, PREFILL_TOKENS_PER_STEP, eos_id=llm.eos_id)
-        decode = decode_function(llm, cfg.cuda_graphs, cfg.max_batch)
+        from runners.quantization import cuda_graphs_mode
+
+        decode = decode_function(llm, cuda_graphs_mode(cfg.llm_quantization, cfg.cuda_graphs), cfg.max_batch)
         runner = LLMRunner(llm, cfg.max_batch, cfg.max_total_tokens, decode=decode)
         sync_every = 4 if self.device.type == "cuda" else 1
         self._tokens_reported = 0
@@ -242,131 +217,6 @@ class EditXEngine:
         new_tokens = stats.generated_tokens - self._tokens_reported
         self._tokens_reported = stats.generated_tokens
         self.events.step(len(plan.decodes), stats.waiting, new_tokens)
-
-    @property
-    def ready(self) -> bool:
-        """Can a request be served now or after a load it will trigger? (for /readyz)
-
-        A failed load is not ready; neither is the very first load at start. A
-        lazily unloaded or offloaded engine is ready: the next request loads it.
-        """
-        if self.state in ("loaded", "offloaded"):
-            return True
-        if self.state == "unloaded":
-            return self.config.lazy_load or self.load_count > 0
-        return self.state == "loading" and self.load_count > 0
-
-    def unload(self, reason: str = "requested") -> None:
-        """Drop every part and return the memory (GPU caches included). Waits for work in flight."""
-        with self._lock:
-            self._drained.wait_for(lambda: self._inflight == 0)
-            if self.state not in ("loaded", "offloaded"):
-                return
-            before = self.memory()
-            self._stop_loop()
-            self._parts = {}
-            self.transcriber.unload()
-            _release_memory()
-            self.last_unload = {"action": "unload", "reason": reason, "before": before, "after": self.memory()}
-            self.state = "unloaded"
-            log.info("engine unloaded (%s)", reason)
-
-    def offload(self, reason: str = "requested") -> None:
-        """Move the torch weights to CPU memory; the next request moves them back."""
-        from runners.quantization import offload_supported
-
-        with self._lock:
-            self._drained.wait_for(lambda: self._inflight == 0)
-            if self.state != "loaded":
-                return
-            if not offload_supported(self.config.llm_quantization):
-                log.info("the %s LLM is unloaded instead of offloaded: bitsandbytes weights are not moved "
-                         "between devices", self.config.llm_quantization)
-                self.unload(f"{reason}; offload of a {self.config.llm_quantization} LLM unloads instead")
-                return
-            before = self.memory()
-            self._stop_loop()  # its cache goes too; the loop starts again with the weights
-            for part in self._parts.values():
-                _move_modules(part, torch.device("cpu"))
-            _release_memory()
-            self.last_unload = {"action": "offload", "reason": reason, "before": before, "after": self.memory()}
-            self.state = "offloaded"
-            log.info("engine offloaded to CPU memory (%s)", reason)
-
-    def close(self) -> None:
-        """Stop the idle monitor and the engine loop (the service calls this at shutdown)."""
-        self._stop.set()
-        with self._lock:
-            self._stop_loop()
-
-    def _watch_idle(self) -> None:
-        limit = self.config.idle_unload_s
-        while not self._stop.wait(min(1.0, limit / 4)):
-            if self.state != "loaded" or self._inflight or self.idle_seconds() < limit:
-                continue
-            # Never wait here: a request holding the lock is in flight, so we are not idle.
-            if not self._lock.acquire(blocking=False):
-                continue
-            try:
-                if self.state == "loaded" and not self._inflight and self.idle_seconds() >= limit:
-                    reason = f"idle for {self.idle_seconds():.0f} s"
-                    self.offload(reason) if self.config.idle_action == "offload" else self.unload(reason)
-            finally:
-                self._lock.release()
-
-    def memory(self) -> dict[str, float]:
-        """Process/GPU memory plus the weights this engine holds, split by where they live (MiB)."""
-        out = memory_in_use()
-        held: dict[str, float] = {}
-        for part in list(self._parts.values()):
-            for module in _modules_of(part):
-                for t in [*module.parameters(), *module.buffers()]:
-                    key = f"weights_{t.device.type}_mb"
-                    held[key] = held.get(key, 0.0) + t.numel() * t.element_size() / 2**20
-        out["weights_cpu_mb"] = 0.0
-        if self.device.type == "cuda":
-            out["weights_cuda_mb"] = 0.0
-        out.update({k: round(v, 1) for k, v in held.items()})
-        return out
-
-    def idle_seconds(self) -> float:
-        return time.monotonic() - self.last_used
-
-    @contextmanager
-    def _busy(self) -> Iterator[None]:
-        """One unit of work: the model is loaded (or brought back) first, and no unload starts until it ends.
-
-        Many units run at once; load, unload and offload take ``_lock`` and wait for them.
-        Idle time counts from the end of the last one.
-        """
-        with self._lock:
-            self._ensure_loaded()
-            self._inflight += 1
-            self.last_used = time.monotonic()
-        try:
-            yield
-        finally:
-            with self._lock:
-                self._inflight -= 1
-                self.last_used = time.monotonic()
-                self._drained.notify_all()
-
-    def _ensure_loaded(self) -> None:
-        """Under ``_lock``: load, or move offloaded weights back, before work starts."""
-        if self.state == "offloaded":
-            for part in self._parts.values():
-                _move_modules(part, self.device)
-            self._start_loop()
-            self.state = "loaded"
-            log.info("engine moved back to %s", self.device)
-        if self.state != "loaded":
-            self.load()
-
-    def _part(self, name: str):  # noqa: ANN202 - each part has its own type
-        if self.state != "loaded":
-            with self._lock:
-                self._ensure_loaded()
-        return self._parts[name]
 
     # ------------------------------------------------------------- validation
     def check_audio(self, audio: Audio, name: str = "audio") -> Audio:
@@ -735,23 +585,21 @@ class EditXEngine:
                 self._abort(requests)
 
     def _chunks(self, pieces: Iterator[np.ndarray], started: float, what: str) -> Iterator[AudioChunk]:
-        """Number the pieces, mark the last one, report the first-chunk latency and the total."""
+        """Number the pieces and pass each on at once; an empty chunk marked ``last`` ends the stream.
+
+        Nothing is held back to mark the last piece: the first audio leaves as soon as it exists.
+        """
         index, total = 0, 0
-        previous: np.ndarray | None = None
         for piece in pieces:
             if piece.size == 0:
                 continue
-            if previous is not None:
-                if index == 0:
-                    self.events.first_chunk(time.perf_counter() - started)
-                yield AudioChunk(previous, DECODER_RATE, index)
-                index += 1
-            previous = piece
+            if index == 0:
+                self.events.first_chunk(time.perf_counter() - started)
+            yield AudioChunk(piece, DECODER_RATE, index)
+            index += 1
             total += piece.size
-        if index == 0:
-            self.events.first_chunk(time.perf_counter() - started)
-        yield AudioChunk(previous if previous is not None else np.zeros(0, np.float32), DECODER_RATE, index, last=True)
-        log.info("%s (streamed): %.2f s of audio in %d chunks in %.2f s", what, total / DECODER_RATE, index + 1,
+        yield AudioChunk(np.zeros(0, np.float32), DECODER_RATE, index, last=True)
+        log.info("%s (streamed): %.2f s of audio in %d chunks in %.2f s", what, total / DECODER_RATE, index,
                  time.perf_counter() - started, extra={"stage": "request"})
 
     def _check_edit(self, audio: Audio, audio_text: str | None, edit_type: str, edit_info: str | None,
@@ -925,11 +773,6 @@ class EditXEngine:
         llm = self._parts.get("llm")
         return llm_status(self.config.llm_quantization, getattr(llm, "model", None), self.config.idle_action)
 
-    def _time_until_unload(self) -> float | None:
-        if self.config.idle_unload_s <= 0 or self.state != "loaded":
-            return None
-        return round(max(0.0, self.config.idle_unload_s - self.idle_seconds()), 1)
-
     @property
     def model_root(self) -> Path | None:
         return self.paths.root if self.paths else None
@@ -992,38 +835,3 @@ def _log_synthesis(what: str, syn: Synthesis) -> None:
     total = sum(syn.timings.values())
     log.info("%s: %.2f s of audio, %d tokens, %d pass(es) in %.2f s (%s)", what, syn.duration_s,
              syn.generated_tokens, syn.iterations, total, stages, extra={"stage": "request", "seconds": total})
-
-
-def memory_in_use() -> dict[str, float]:
-    """Process RSS, and CUDA allocated/reserved when a GPU is present (MiB)."""
-    out: dict[str, float] = {}
-    try:
-        with open("/proc/self/statm") as f:
-            out["rss_mb"] = round(int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20, 1)
-    except OSError:
-        pass
-    if torch.cuda.is_available():
-        out["gpu_allocated_mb"] = round(torch.cuda.memory_allocated() / 2**20, 1)
-        out["gpu_reserved_mb"] = round(torch.cuda.memory_reserved() / 2**20, 1)
-    return out
-
-
-def _release_memory() -> None:
-    import gc
-
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-
-
-def _modules_of(part: object) -> list[torch.nn.Module]:
-    """The torch modules a part holds: itself, or its direct attributes."""
-    if isinstance(part, torch.nn.Module):
-        return [part]
-    return [v for v in getattr(part, "__dict__", {}).values() if isinstance(v, torch.nn.Module)]
-
-
-def _move_modules(part: object, device: torch.device) -> None:
-    """Move every torch module a part holds to ``device``."""
-    for module in _modules_of(part):
-        module.to(device)

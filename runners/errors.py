@@ -29,8 +29,35 @@ class EngineUnavailableError(RuntimeError):
     status_code = 503
 
 
+class NotFoundError(LookupError):
+    """What the request names does not exist, e.g. an unknown voice id (HTTP 404)."""
+
+    status_code = 404
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+    def __str__(self) -> str:  # LookupError would quote the message like a key
+        return str(self.args[0]) if self.args else ""
+
+
+class ConflictError(ValueError):
+    """The request collides with what exists, e.g. a voice name already taken (HTTP 409)."""
+
+    status_code = 409
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class StorageUnavailableError(EngineUnavailableError):
+    """A folder the service needs cannot be written or read, e.g. EDITX_VOICES_DIR (HTTP 503)."""
+
+
 # The errors whose message is written for the user; anything else escaping a request is a bug.
-USER_ERRORS: tuple[type[Exception], ...] = (InvalidInputError, EngineUnavailableError)
+USER_ERRORS: tuple[type[Exception], ...] = (InvalidInputError, EngineUnavailableError, NotFoundError, ConflictError)
 
 
 class QueueFullError(EngineUnavailableError):

@@ -6,11 +6,14 @@ settings, so they are keyed by a hash of exactly those. Entries live in a
 bounded in-memory LRU and, when a folder is given, on disk so they survive
 restarts. Disk writes go to a temporary file that is renamed into place, so a
 crash never leaves a half-written entry that reads back as valid; an entry
-that fails to load is deleted and recomputed.
+that fails to load is deleted and recomputed. A folder that cannot be created
+or written (read-only mount, permissions) turns the cache memory-only, with
+the reason in its statistics and one warning, instead of failing requests.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import json
@@ -64,6 +67,7 @@ class CacheStats(BaseModel):
     disk_bytes: int
     time_saved_s: float
     directory: str | None
+    disk_error: str | None = None  # why the folder is not used (the cache is memory-only then)
 
 
 def audio_key(samples: torch.Tensor, sample_rate: int, settings: str) -> str:
@@ -101,9 +105,15 @@ class PromptCache:
         # every write and delete, so statistics and the size cap never list the folder again.
         self._disk: OrderedDict[str, int] = OrderedDict()
         self._disk_bytes = 0
+        self.disk_error: str | None = None
         if self.directory:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            self._scan_disk()
+            try:
+                self.directory.mkdir(parents=True, exist_ok=True)
+                probe = tempfile.NamedTemporaryFile(dir=self.directory, prefix=".probe-")
+                probe.close()
+                self._scan_disk()
+            except OSError as exc:
+                self._disk_failed(exc)
 
     # ----------------------------------------------------------------- lookups
     def get(self, key: str, need_features: bool = True, need_transcript: bool = False) -> PromptFeatures | None:
@@ -150,7 +160,13 @@ class PromptCache:
                 compute_s=old.compute_s + update.compute_s,
             )
             self._remember(key, merged)
-            self._write_disk(key, merged)
+            try:
+                self._write_disk(key, merged)
+            except OSError as exc:
+                if exc.errno == errno.ENOSPC:  # a full disk: this entry is lost, the folder stays in use
+                    log.warning("could not write cache entry for %s: disk full", key[:12])
+                else:
+                    self._disk_failed(exc)
             return merged
 
     def clear(self) -> int:
@@ -160,10 +176,13 @@ class PromptCache:
             self._entries.clear()
             self._bytes = 0
             if self.directory:
-                files = list(self.directory.glob("*/*.npz"))  # the folder itself: files from before a crash too
-                dropped = max(dropped, len(files))
-                for f in files:
-                    f.unlink(missing_ok=True)
+                try:
+                    files = list(self.directory.glob("*/*.npz"))  # the folder itself: files from before a crash too
+                    dropped = max(dropped, len(files))
+                    for f in files:
+                        f.unlink(missing_ok=True)
+                except OSError as exc:
+                    self._disk_failed(exc)  # memory is cleared; what is left on disk is no longer read
                 self._disk.clear()
                 self._disk_bytes = 0
             self.hits = self.misses = 0
@@ -184,9 +203,20 @@ class PromptCache:
                 disk_bytes=self._disk_bytes,
                 time_saved_s=round(self.time_saved_s, 4),
                 directory=str(self.directory) if self.directory else None,
+                disk_error=self.disk_error,
             )
 
     # -------------------------------------------------------------- internals
+    def _disk_failed(self, exc: OSError) -> None:
+        """Stop using the folder: memory-only from now on, with the reason kept for /status."""
+        if self.directory is None:
+            return
+        self.disk_error = f"{self.directory}: {exc.strerror or type(exc).__name__} ({type(exc).__name__}); memory only"
+        log.warning("prompt cache folder unusable, the cache is memory-only from now on: %s", self.disk_error)
+        self.directory = None
+        self._disk.clear()
+        self._disk_bytes = 0
+
     def _remember(self, key: str, entry: PromptFeatures) -> None:
         old = self._entries.pop(key, None)
         if old is not None:
@@ -224,10 +254,12 @@ class PromptCache:
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, path)  # atomic: readers see the old file or the whole new one
-        except OSError:
-            log.warning("could not write cache entry %s", path, exc_info=True)
+        except OSError as exc:
             Path(tmp).unlink(missing_ok=True)
-            return
+            if exc.errno == errno.ENOSPC:  # a full disk: this entry is lost, the folder stays in use
+                log.warning("could not write cache entry %s", path, exc_info=True)
+                return
+            raise
         self._forget_disk(key)
         self._disk[key] = len(data)
         self._disk_bytes += len(data)
@@ -252,9 +284,15 @@ class PromptCache:
                     transcript=meta.get("transcript"),
                     compute_s=float(meta.get("compute_s", 0.0)),
                 )
+        except PermissionError as exc:
+            self._disk_failed(exc)
+            return None
         except Exception:  # any damage: the entry is worthless, recompute it
             log.warning("ignoring corrupt cache entry %s", path)
-            path.unlink(missing_ok=True)
+            try:
+                path.unlink(missing_ok=True)
+            except OSError:
+                pass
             self._forget_disk(key)
             return None
 
@@ -279,4 +317,4 @@ class PromptCache:
         while self._disk and self._disk_bytes > self.max_disk_bytes:
             oldest, size = self._disk.popitem(last=False)
             self._disk_bytes -= size
-            self._path(oldest).unlink(missing_ok=True)
+            self._path(oldest).unlink(missing_ok=True)  # an OSError here reaches put(): memory-only

@@ -84,6 +84,19 @@ def offload_supported(variant: str) -> bool:
     return variant not in UNLOADS_INSTEAD_OF_OFFLOAD
 
 
+def cuda_graphs_mode(variant: str, mode: str) -> str:
+    """EDITX_CUDA_GRAPHS as it applies to this variant: ``auto`` means off for int8 and nf4.
+
+    bitsandbytes' int8 matmul picks its outlier columns from each input at run time, which a
+    captured graph would freeze, and neither bitsandbytes path was checked under graph capture
+    on a GPU here. ``1`` is left to the operator (the graph decoder checks its first replays
+    against the eager step and falls back).
+    """
+    if mode == "auto" and variant in ("int8", "nf4"):
+        return "0"
+    return mode
+
+
 def transformers_config(variant: Quantization, dtype: torch.dtype):  # noqa: ANN201 - a transformers config or None
     """The transformers quantization config of a variant (None for ``none``)."""
     if variant == "none":

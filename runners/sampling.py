@@ -50,6 +50,7 @@ class SlotSampler:
         self.seen = torch.zeros(slots, dtype=torch.long, device=device)  # ids so far, capped at the window
         self.allowed = torch.ones((slots, vocab_size), dtype=torch.bool, device=device)
         self.restricted = [False] * slots
+        self.allowed_ids: list[torch.Tensor | None] = [None] * slots  # sorted ids, for the compact path
         self.temperature = [OFFICIAL_TEMPERATURE] * slots
         self.top_k = [DEFAULT_TOP_K] * slots
         self.generators: list[torch.Generator | None] = [None] * slots
@@ -66,9 +67,11 @@ class SlotSampler:
             mask[params.allowed_ids.to(self.device)] = True
             self.allowed[slot] = mask
             self.restricted[slot] = True
+            self.allowed_ids[slot] = torch.nonzero(mask).squeeze(1)
         elif self.restricted[slot]:
             self.allowed[slot] = True
             self.restricted[slot] = False
+            self.allowed_ids[slot] = None
         self.temperature[slot] = params.temperature
         self.top_k[slot] = min(params.top_k, self.vocab_size)
         seed = params.seed if params.seed is not None else int.from_bytes(os.urandom(8), "little") >> 1
@@ -78,25 +81,51 @@ class SlotSampler:
         """One id per row of ``logits`` (rows, vocab) for the given slots; updates their windows."""
         index = torch.tensor(slots, dtype=torch.long, device=self.device)
         scores = logits.float()
-        if any(self.restricted[s] for s in slots):
+        compact = self._shared_allowed(slots)
+        if compact is None and any(self.restricted[s] for s in slots):
             scores = scores.masked_fill(~self.allowed.index_select(0, index), float("-inf"))
         scores = self._apply_repetition_rule(index, scores)
+        if compact is not None:
+            # Every row may only say the same few ids (e.g. audio ids + EOS): sample among those
+            # alone; the others would get probability 0 anyway.
+            scores = scores.index_select(1, compact)
+        # Temperature and top-k for all rows at once (row-wise kernels: a row's numbers do not
+        # depend on its neighbours); only the draw needs each row's own generator.
+        temperatures = [self.temperature[s] for s in slots]
+        if any(t > 0 and t != 1.0 for t in temperatures):
+            divisor = torch.tensor([[t if t > 0 else 1.0] for t in temperatures], dtype=scores.dtype,
+                                   device=scores.device)
+            scores = scores / divisor
+        top_k = min(max(self.top_k[s] for s in slots), scores.shape[1])
+        kth_values = torch.topk(scores, top_k, dim=-1)[0]
+        ks = torch.tensor([min(self.top_k[s], top_k) - 1 for s in slots], device=scores.device)
+        kth = kth_values.gather(1, ks[:, None])
+        scores = scores.masked_fill(scores < kth, float("-inf"))
+        greedy = [t <= 0 for t in temperatures]
+        probs = torch.softmax(scores, dim=-1) if not all(greedy) else scores
         out: list[torch.Tensor] = []
         for row, slot in enumerate(slots):
-            row_scores = scores[row : row + 1]
-            temperature = self.temperature[slot]
-            if temperature > 0 and temperature != 1.0:
-                row_scores = row_scores / temperature
-            kth = torch.topk(row_scores, self.top_k[slot])[0][..., -1, None]
-            row_scores = row_scores.masked_fill(row_scores < kth, float("-inf"))
-            if temperature <= 0:
-                out.append(row_scores.argmax(dim=-1))
+            if greedy[row]:
+                out.append(scores[row : row + 1].argmax(dim=-1))
             else:
-                probs = torch.softmax(row_scores, dim=-1)
-                out.append(torch.multinomial(probs, num_samples=1, generator=self.generators[slot]).squeeze(1))
+                out.append(torch.multinomial(probs[row : row + 1], num_samples=1,
+                                             generator=self.generators[slot]).squeeze(1))
         next_ids = torch.cat(out)
+        if compact is not None:
+            next_ids = compact[next_ids]
         self.observe(index, next_ids)
         return next_ids
+
+    def _shared_allowed(self, slots: list[int]) -> torch.Tensor | None:
+        """The allowed ids when every row has the same restriction, else None."""
+        first = self.allowed_ids[slots[0]]
+        if first is None:
+            return None
+        for slot in slots[1:]:
+            other = self.allowed_ids[slot]
+            if other is None or (other is not first and not torch.equal(other, first)):
+                return None
+        return first
 
     def _apply_repetition_rule(self, index: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         window = self.window.index_select(0, index)

@@ -72,6 +72,49 @@ class Transcription(BaseModel):
     elapsed_s: float = Field(description="wall time of this call, model load included")
 
 
+class Word(BaseModel):
+    """One recognized word with its time span (seconds from the start of the audio)."""
+
+    word: str
+    start: float
+    end: float
+    probability: float
+
+
+class Segment(BaseModel):
+    """One decoded Whisper segment: its text, span and the decoder's confidence figures."""
+
+    id: int
+    start: float
+    end: float
+    text: str
+    tokens: list[int]
+    temperature: float
+    avg_logprob: float
+    compression_ratio: float
+    no_speech_prob: float
+    words: list[Word] | None = None
+
+
+class DetailedTranscription(Transcription):
+    """A transcription with its timed segments (and words, when they were asked for)."""
+
+    segments: list[Segment] = Field(default_factory=list)
+
+
+def _segment(seg: Any) -> Segment:
+    """faster-whisper's segment tuple as our model (text stripped, times rounded to ms)."""
+    words = None
+    if getattr(seg, "words", None) is not None:
+        words = [Word(word=w.word.strip(), start=round(float(w.start), 3), end=round(float(w.end), 3),
+                      probability=round(float(w.probability), 4)) for w in seg.words]
+    return Segment(
+        id=int(seg.id), start=round(float(seg.start), 3), end=round(float(seg.end), 3), text=seg.text.strip(),
+        tokens=list(seg.tokens), temperature=float(seg.temperature or 0.0), avg_logprob=float(seg.avg_logprob),
+        compression_ratio=float(seg.compression_ratio), no_speech_prob=float(seg.no_speech_prob), words=words,
+    )
+
+
 class TranscriberInfo(BaseModel):
     """What a health or info endpoint reports about the ASR model."""
 
@@ -319,6 +362,23 @@ class Transcriber:
         ``language`` None/"auto" detects it; a code the model does not know is
         an InvalidInputError naming the field.
         """
+        detailed = self.transcribe_detailed(audio, language)
+        return Transcription(**{name: getattr(detailed, name) for name in Transcription.model_fields})
+
+    def transcribe_detailed(
+        self,
+        audio: Audio,
+        language: str | None = None,
+        *,
+        initial_prompt: str | None = None,
+        temperature: float | None = None,
+        word_timestamps: bool = False,
+    ) -> DetailedTranscription:
+        """:meth:`transcribe` plus the timed segments (and words when asked for).
+
+        ``initial_prompt`` is text Whisper treats as what came before (spellings, names);
+        ``temperature`` None keeps faster-whisper's fallback schedule, a number fixes it.
+        """
         start = time.perf_counter()
         samples = to_mono(audio.samples.detach().cpu())
         duration_s = samples.numel() / audio.sample_rate if audio.sample_rate > 0 else 0.0
@@ -328,6 +388,14 @@ class Transcriber:
             np.nan_to_num(samples.numpy().astype(np.float32, copy=False), posinf=0.0, neginf=0.0)
         )
         lang = (language or "").strip().lower() or None
+        if temperature is not None and not 0.0 <= temperature <= 1.0:
+            raise InvalidInputError(f"temperature must be between 0 and 1 (got {temperature:g})", field="temperature")
+        options: dict[str, Any] = {}
+        if initial_prompt and initial_prompt.strip():
+            options["initial_prompt"] = initial_prompt.strip()
+        if temperature is not None:
+            options["temperature"] = float(temperature)
+        found: list[Segment] = []
         if lang == "auto":
             lang = None
         with self._lock:
@@ -348,13 +416,17 @@ class Transcriber:
                     language=lang,
                     beam_size=self.config.beam_size,
                     vad_filter=self.config.vad_filter,
+                    word_timestamps=word_timestamps,
+                    **options,
                 )
-                text = " ".join(seg.text.strip() for seg in segments if seg.text.strip()).strip()
+                found = [_segment(seg) for seg in segments]
+                text = " ".join(seg.text for seg in found if seg.text).strip()
                 detected, probability = info.language, float(info.language_probability)
                 speech_s = float(info.duration_after_vad)
                 if speech_s == 0.0 and lang is None and model.model.is_multilingual:
                     detected, probability = None, 0.0  # a guess made on silence is no answer
-        result = Transcription(
+        result = DetailedTranscription(
+            segments=found,
             text=text,
             language=detected,
             language_probability=probability,

@@ -217,11 +217,33 @@ def test_awq_decoder_rule_and_what_is_missing(awq_root: Path, tmp_path: Path) ->
         ModelPaths(root, awq=True).check()
 
 
+def test_a_hub_id_with_awq_fetches_the_awq_repository_beside(awq_root: Path, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    import runners.model_store as store
+
+    local = {store.HF_LLM_REPO: awq_root / LLM_DIR, store.HF_TOKENIZER_REPO: awq_root / TOKENIZER_DIR,
+             store.HF_AWQ_REPO: awq_root / AWQ_DIR}
+    asked: list[str] = []
+    monkeypatch.setattr(store, "_download", lambda repo, source, cache: asked.append(repo) or local[repo])
+    paths = store.resolve_model_root(store.HF_LLM_REPO, "huggingface", cache_dir=tmp_path, awq=True)
+    assert asked == [store.HF_LLM_REPO, store.HF_TOKENIZER_REPO, store.HF_AWQ_REPO]
+    assert paths.llm_weights_dir == tmp_path / "root" / AWQ_DIR
+    assert (paths.llm_weights_dir / "config.json").is_file()
+
+
 # ---------------------------------------------------------------- engine
 def _engine(root: Path, variant: str, **overrides: object) -> EditXEngine:
     values = {"model_path": str(root), "llm_quantization": variant, "max_new_tokens": 20, "cache_dir": "",
               "device": "cpu"} | overrides
     return EditXEngine(EngineConfig(**values))
+
+
+def test_cuda_graphs_stay_off_by_default_for_bitsandbytes() -> None:
+    from runners.quantization import cuda_graphs_mode
+
+    assert cuda_graphs_mode("int8", "auto") == "0" and cuda_graphs_mode("nf4", "auto") == "0"
+    assert cuda_graphs_mode("awq", "auto") == "auto" and cuda_graphs_mode("none", "auto") == "auto"
+    assert cuda_graphs_mode("nf4", "1") == "1"  # an explicit choice is kept
 
 
 def test_the_variant_is_not_part_of_the_prompt_cache_settings(awq_root: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+from api.settings import HttpSettings
 from runners.config import EngineConfig
 from runners.transcriber import ENV_PREFIX, TranscriberConfig
 from tests.readme_snippets import README
@@ -13,5 +14,6 @@ def test_every_environment_variable_is_documented() -> None:
     documented = set(re.findall(r"^\| `(EDITX_[A-Z_]+)` \|", README.read_text(), flags=re.M))
     expected = {f"EDITX_{name.upper()}" for name in EngineConfig.model_fields}
     expected |= {f"{ENV_PREFIX}{name.upper()}" for name in TranscriberConfig.model_fields}
+    expected |= {f"EDITX_{name.upper()}" for name in HttpSettings.model_fields}
     assert expected - documented == set(), "undocumented"
     assert documented - expected == set(), "documented but not read by the code"

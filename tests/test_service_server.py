@@ -95,6 +95,17 @@ def test_readme_curl_commands_run_as_pasted(server_url: str, tmp_path: Path) -> 
     assert '"edit_types"' in done.stdout and '"state":"loaded"' in done.stdout.replace(" ", "")
 
 
+def test_readme_streaming_curl_runs_as_pasted(server_url: str, voice: Path, tmp_path: Path) -> None:
+    from tests.readme_snippets import DEFAULT_URL, code_block
+
+    (tmp_path / "voice.wav").write_bytes(voice.read_bytes())
+    script = "set -euo pipefail\n" + code_block("bash", "curl -sN -F prompt_audio").replace(DEFAULT_URL, server_url)
+    done = subprocess.run(["bash", "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    samples, rate = decode((tmp_path / "streamed.wav").read_bytes())  # the open-ended header reads whole
+    assert rate == 24000 and samples.size > 0
+
+
 def test_plain_http_upload_and_headers(server_url: str, voice: Path) -> None:
     # What curl -F sends: application/octet-stream.
     r = httpx.post(

@@ -131,7 +131,10 @@ def test_streams_in_threads_at_once_match_each_alone(t2w: Token2Wav) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
     jobs = [(_codec_ids(120 + 15 * k, 20 + k), k) for k in range(3)]
-    alone = [np.concatenate(_stream(t2w, ids, step=5, seed=seed)[0]) for ids, seed in jobs]
+    # "alone" also runs in a pool thread: torch's intra-op thread count is per thread, and a new
+    # thread gets the default, so main-thread numbers could differ in the last bits from any worker's
+    with ThreadPoolExecutor(1) as pool:
+        alone = list(pool.map(lambda job: np.concatenate(_stream(t2w, job[0], step=5, seed=job[1])[0]), jobs))
     with ThreadPoolExecutor(3) as pool:
         together = list(pool.map(lambda job: np.concatenate(_stream(t2w, job[0], step=5, seed=job[1])[0]), jobs))
     for a, b in zip(alone, together):

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import tempfile
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +31,11 @@ from runners.config import EngineConfig
 from runners.edit_vocab import VOCABULARY
 from runners.engine import EditXEngine, Progress, Synthesis
 from runners.errors import USER_ERRORS, EngineUnavailableError, InvalidInputError
+from runners.voices import VoiceRegistry
 
 EngineGetter = Callable[[], EditXEngine]
+VoicesGetter = Callable[[], VoiceRegistry]
+STREAM_PIECE_S = 0.5  # a finished clone is played in pieces of this length until the engine streams
 EDIT_TYPES: list[str] = [s.name for s in VOCABULARY.edit_types]
 OUTPUT_DIR = Path(tempfile.gettempdir()) / "editx-ui"
 KEEP_OUTPUTS = 500  # newest UI outputs kept on disk; older ones go so a long-running service never fills it
@@ -43,6 +46,9 @@ the exact transcript of the input audio; leave it empty to have it transcribed (
 history is empty) and adds the result to the history, so edits can be stacked.
 Paralinguistic edits need *Target text*: the transcript with tags inserted where the sound goes, e.g.
 `Great[Laughter], the weather is so nice today[Surprise-ah].` Tags: {" ".join(VOCABULARY.paralinguistic_tags)}.
+**Voices** keep an input audio (with its prompt text, or Whisper's) under a name: *CLONE with voice* then
+needs no upload and skips preparing the prompt; the same voices serve `/v1/audio/speech`. *Stream* plays the
+speech while it is made.
 Input audio: 0.1 s up to the service limit (30 s unless EDITX_MAX_AUDIO_S says otherwise).
 """
 
@@ -233,8 +239,72 @@ def edit_action(
     return path, [*history, HistoryItem(label=what, path=path, text=new_text or "")], _summary(syn)
 
 
+# ---------------------------------------------------------------- voices
+def voice_choices(voices: VoiceRegistry) -> list[tuple[str, str]]:
+    """(label, id) of every registered voice, for the dropdown."""
+    return [(f"{v.name} — {v.text[:40]}" + ("…" if len(v.text) > 40 else ""), v.id) for v in voices.all()]
+
+
+def save_voice_action(engine: EditXEngine, voices: VoiceRegistry, audio_path: str | None, name: str,
+                      prompt_text: str) -> str:
+    """Register the input audio (and its prompt text, or Whisper's) as a named voice; returns its id."""
+    if not audio_path:
+        raise InvalidInputError("upload or record the voice's audio first", field="audio")
+    audio = read_upload(audio_path, "audio", engine.config.max_upload_bytes)
+    return voices.create((name or "").strip(), audio, prompt_text or None, engine).id
+
+
+def clone_voice_action(
+    engine: EditXEngine,
+    voices: VoiceRegistry,
+    voice_id: str | None,
+    target_text: str,
+    seed: int | None,
+    progress: Progress,
+) -> tuple[str, list[HistoryItem], str]:
+    """Clone with a registered voice (its stored features skip preparation); starts a new history."""
+    if not voice_id:
+        raise InvalidInputError("choose a voice first (or save the input audio as one)", field="voice")
+    stored = voices.load(voice_id)
+    voices.prime(stored, engine)
+    syn = engine.clone(stored.audio, stored.voice.text, target_text, seed=seed, progress=progress)
+    path = write_output(syn)
+    item = HistoryItem(label=f"CLONE ({voice_id}): {target_text.strip()}", path=path, text=target_text.strip())
+    return path, [item], _summary(syn)
+
+
+def stream_clone_action(
+    engine: EditXEngine, voices: VoiceRegistry | None, voice_id: str | None, audio_path: str | None, prompt_text: str,
+    target_text: str, seed: int | None,
+) -> Iterator[tuple[int, Any]]:
+    """Clone and yield (sample rate, int16 samples) pieces for streamed playback.
+
+    With a chosen voice it speaks in that voice, otherwise in the input audio's. The engine's
+    own streaming (``clone_stream``) is used when it has it; otherwise the finished audio is
+    played in pieces.
+    """
+    import numpy as np
+
+    if voice_id and voices is not None:
+        stored = voices.load(voice_id)
+        voices.prime(stored, engine)
+        prompt, text = stored.audio, stored.voice.text
+    elif audio_path:
+        prompt, text = read_upload(audio_path, "prompt_audio", engine.config.max_upload_bytes), prompt_text or None
+    else:
+        raise InvalidInputError("choose a voice or upload the prompt audio first", field="voice")
+    if hasattr(engine, "clone_stream"):
+        pieces = ((c.sample_rate, c.samples) for c in engine.clone_stream(prompt, text, target_text, seed=seed))
+    else:
+        syn = engine.clone(prompt, text, target_text, seed=seed)
+        step = int(syn.sample_rate * STREAM_PIECE_S)
+        pieces = ((syn.sample_rate, syn.samples[i:i + step]) for i in range(0, syn.samples.size, step))
+    for rate, samples in pieces:
+        yield rate, (np.clip(np.asarray(samples, dtype=np.float32), -1, 1) * 32767).astype(np.int16)
+
+
 # --------------------------------------------------------------------- UI
-def build_ui(get_engine: EngineGetter) -> gr.Blocks:
+def build_ui(get_engine: EngineGetter, get_voices: VoicesGetter | None = None) -> gr.Blocks:
     """The Blocks (not launched: the service mounts it); the banner is filled from the engine on page load."""
 
     def gradio_progress(progress: gr.Progress) -> Progress:
@@ -297,8 +367,58 @@ def build_ui(get_engine: EngineGetter) -> gr.Blocks:
     def on_clear():  # noqa: ANN202
         return None, [], [], ""
 
+    def registry() -> VoiceRegistry:
+        if get_voices is None:
+            raise EngineUnavailableError("this UI was built without a voice registry")
+        return get_voices()
+
+    def on_voices_refresh(selected=None):  # noqa: ANN001, ANN202
+        try:
+            choices = voice_choices(registry())
+        except USER_ERRORS as exc:
+            raise gr.Error(str(exc)) from None
+        ids = [c[1] for c in choices]
+        return gr.update(choices=choices, value=selected if selected in ids else (ids[0] if ids else None))
+
+    def on_save_voice(audio_path, name, prompt_text):  # noqa: ANN001, ANN202
+        try:
+            voice_id = save_voice_action(_ready_engine(get_engine), registry(), audio_path, name, prompt_text)
+        except USER_ERRORS as exc:
+            raise gr.Error(str(exc)) from None
+        gr.Info(f"Voice {voice_id!r} saved")
+        return on_voices_refresh(voice_id)
+
+    def on_delete_voice(voice_id):  # noqa: ANN001, ANN202
+        try:
+            if not voice_id:
+                raise InvalidInputError("choose a voice to delete", field="voice")
+            registry().delete(voice_id)
+        except USER_ERRORS as exc:
+            raise gr.Error(str(exc)) from None
+        gr.Info(f"Voice {voice_id!r} deleted")
+        return on_voices_refresh()
+
+    def on_clone_voice(voice_id, target_text, seed, progress=gr.Progress()):  # noqa: ANN001, ANN202
+        try:
+            engine = _ready_engine(get_engine)
+            path, history, summary = clone_voice_action(
+                engine, registry(), voice_id, target_text, _seed(seed), gradio_progress(progress)
+            )
+        except USER_ERRORS as exc:
+            raise gr.Error(str(exc)) from None
+        return path, history, history_messages(history), summary
+
+    def on_stream(voice_id, audio_path, prompt_text, target_text, seed):  # noqa: ANN001, ANN202
+        try:
+            engine = _ready_engine(get_engine)
+            yield from stream_clone_action(engine, registry() if voice_id else None, voice_id, audio_path,
+                                           prompt_text, target_text, _seed(seed))
+        except USER_ERRORS as exc:
+            raise gr.Error(str(exc)) from None
+
     first = VOCABULARY.edit_types[0]
-    with gr.Blocks(title="Step-Audio-EditX") as demo:
+    # Gradio keeps every upload in its cache folder: files older than an hour go, checked every 10 min.
+    with gr.Blocks(title="Step-Audio-EditX", delete_cache=(600, 3600)) as demo:
         gr.Markdown("# Step-Audio-EditX\nZero-shot voice cloning and expressive speech editing.")
         banner = gr.Markdown("", elem_id="editx-banner")
         history_state = gr.State([])
@@ -333,6 +453,22 @@ def build_ui(get_engine: EngineGetter) -> gr.Blocks:
                 summary = gr.Markdown(elem_id="editx-summary")
                 chat = gr.Chatbot(label="History (EDIT works on the newest audio)", height=420,
                                   elem_id="editx-history")
+        with gr.Accordion("Voices: save the input audio under a name, clone with it, stream", open=True):
+            with gr.Row():
+                voice_name = gr.Textbox(label="Voice name (A–Z a–z 0–9 _ -, up to 64)", max_length=64,
+                                        elem_id="editx-voice-name")
+                save_voice_btn = gr.Button("Save input audio as voice", elem_id="editx-save-voice")
+            with gr.Row():
+                voice_pick = gr.Dropdown([], value=None, label="Registered voice", allow_custom_value=False,
+                                         elem_id="editx-voice")
+                refresh_voices_btn = gr.Button("Refresh", size="sm", elem_id="editx-refresh-voices")
+                delete_voice_btn = gr.Button("Delete voice", size="sm", variant="stop", elem_id="editx-delete-voice")
+            with gr.Row():
+                clone_voice_btn = gr.Button("CLONE with voice", variant="primary", elem_id="editx-clone-voice")
+                stream_btn = gr.Button("Stream (plays while it is made; voice, or the input audio)",
+                                       elem_id="editx-stream")
+            stream_out = gr.Audio(streaming=True, autoplay=True, interactive=False, label="Streamed playback",
+                                  elem_id="editx-stream-output")
         with gr.Accordion("Service: status, prompt cache, live log", open=False):
             status_md = gr.Markdown(elem_id="editx-status")
             clear_cache_btn = gr.Button("Clear prompt cache", size="sm", elem_id="editx-clear-cache")
@@ -346,11 +482,21 @@ def build_ui(get_engine: EngineGetter) -> gr.Blocks:
         edit_btn.click(on_edit, [history_state, audio_in, prompt_text, edit_type, edit_info, target_text, n_iter,
                                  seed], outputs, concurrency_limit=1, api_name="edit")
         clear_btn.click(on_clear, None, outputs, api_name=False)
+        save_voice_btn.click(on_save_voice, [audio_in, voice_name, prompt_text], voice_pick, concurrency_limit=1,
+                             api_name=False)
+        refresh_voices_btn.click(on_voices_refresh, voice_pick, voice_pick, api_name=False)
+        delete_voice_btn.click(on_delete_voice, voice_pick, voice_pick, api_name=False)
+        clone_voice_btn.click(on_clone_voice, [voice_pick, target_text, seed], outputs, concurrency_limit=1,
+                              api_name="clone_voice")
+        stream_btn.click(on_stream, [voice_pick, audio_in, prompt_text, target_text, seed], stream_out,
+                         concurrency_limit=1, api_name=False)
         edit_type.change(on_type, edit_type, [edit_info, type_hint], api_name=False)
         transcribe_btn.click(on_transcribe, audio_in, prompt_text, concurrency_limit=1, api_name=False)
         clear_cache_btn.click(on_clear_cache, None, status_md, api_name=False)
         timer.tick(on_tick, None, [banner, status_md, log_box], api_name=False, show_progress="hidden",
                    queue=False)
         demo.load(on_tick, None, [banner, status_md, log_box], api_name=False)
+        if get_voices is not None:
+            demo.load(on_voices_refresh, None, voice_pick, api_name=False)
     demo.queue(default_concurrency_limit=1)
     return demo

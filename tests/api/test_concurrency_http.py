@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import io
 import socket
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import bentoml
@@ -14,15 +14,17 @@ import httpx
 import numpy as np
 import pytest
 
+from tests.test_engine_lifecycle import wait_for
 from tests.service_helpers import decode, free_port, service_env, tone, wait_ready, wav_bytes
 
 VOICE = wav_bytes(tone(2.5))
 LONG_TOKENS = 1500  # the tiny model never says EOS: answers run to this cap unless aborted
 
 
-@pytest.fixture(scope="module")
-def server_url(tiny_root: Path) -> Iterator[str]:
-    env = service_env(tiny_root) | {"EDITX_MAX_NEW_TOKENS": "40"}
+@contextmanager
+def served(tiny_root: Path, max_new_tokens: int) -> Iterator[str]:
+    """A real server on the tiny model whose answers are ``max_new_tokens`` ids long; yields its URL."""
+    env = service_env(tiny_root) | {"EDITX_MAX_NEW_TOKENS": str(max_new_tokens)}
     with pytest.MonkeyPatch.context() as mp:
         for key, value in env.items():
             mp.setenv(key, value)
@@ -31,6 +33,12 @@ def server_url(tiny_root: Path) -> Iterator[str]:
         with bentoml.serve(EditXService, port=free_port(), host="127.0.0.1") as server:
             wait_ready(server.url, timeout=300)
             yield server.url
+
+
+@pytest.fixture(scope="module")
+def server_url(tiny_root: Path) -> Iterator[str]:
+    with served(tiny_root, 40) as url:
+        yield url
 
 
 def clone(url: str, k: int, **extra: str) -> httpx.Response:
@@ -82,90 +90,70 @@ def _raw_clone_then_hang_up(url: str, hang_up: threading.Event, **fields: str) -
         hang_up.wait(120)
 
 
-def _wait(predicate, timeout: float = 30.0) -> bool:  # noqa: ANN001
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return False
-
-
 def test_a_client_that_disconnects_is_aborted_and_nothing_more_is_computed(tiny_root: Path) -> None:
-    env = service_env(tiny_root) | {"EDITX_MAX_NEW_TOKENS": str(LONG_TOKENS)}
-    with pytest.MonkeyPatch.context() as mp:
-        for key, value in env.items():
-            mp.setenv(key, value)
-        from service import EditXService
+    with served(tiny_root, LONG_TOKENS) as url:
+        for stream in ("false", "true"):
+            before = scheduler(url)
+            go = threading.Event()
+            client = threading.Thread(target=_raw_clone_then_hang_up, args=(url, go),
+                                      kwargs={"target_text": "Nobody listens.", "prompt_text": "a prompt",
+                                              "stream": stream})
+            client.start()
+            started = wait_for(lambda: scheduler(url)["generated_tokens"] > before["generated_tokens"] + 10)
+            go.set()
+            client.join()
+            assert started, "the request never started"
+            assert wait_for(lambda: scheduler(url)["aborted"] == before["aborted"] + 1), scheduler(url)
+            after = scheduler(url)
+            assert after["running"] == 0
+            made = after["generated_tokens"] - before["generated_tokens"]
+            assert made < LONG_TOKENS  # it stopped well before its cap
+            time.sleep(0.5)
+            assert scheduler(url)["generated_tokens"] == after["generated_tokens"]  # nothing more since
 
-        with bentoml.serve(EditXService, port=free_port(), host="127.0.0.1") as server:
-            url = server.url
-            wait_ready(url, timeout=300)
-            for stream in ("false", "true"):
-                before = scheduler(url)
-                go = threading.Event()
-                client = threading.Thread(target=_raw_clone_then_hang_up, args=(url, go),
-                                          kwargs={"target_text": "Nobody listens.", "prompt_text": "a prompt",
-                                                  "stream": stream})
-                client.start()
-                started = _wait(lambda: scheduler(url)["generated_tokens"] > before["generated_tokens"] + 10)
-                go.set()
-                client.join()
-                assert started, "the request never started"
-                assert _wait(lambda: scheduler(url)["aborted"] == before["aborted"] + 1), scheduler(url)
-                after = scheduler(url)
-                assert after["running"] == 0
-                made = after["generated_tokens"] - before["generated_tokens"]
-                assert made < LONG_TOKENS  # it stopped well before its cap
-                time.sleep(0.5)
-                assert scheduler(url)["generated_tokens"] == after["generated_tokens"]  # nothing more since
+        def aborted_metric() -> list[str]:
+            metrics = httpx.get(f"{url}/metrics", timeout=10).text
+            return [line for line in metrics.splitlines() if line.startswith("editx_requests_aborted")]
 
-            def aborted_metric() -> list[str]:
-                metrics = httpx.get(f"{url}/metrics", timeout=10).text
-                return [line for line in metrics.splitlines() if line.startswith("editx_requests_aborted")]
-
-            _wait(lambda: aborted_metric() == ["editx_requests_aborted_total 2.0"], timeout=10)
-            assert aborted_metric() == ["editx_requests_aborted_total 2.0"]
+        wait_for(lambda: aborted_metric() == ["editx_requests_aborted_total 2.0"], timeout=10)
+        assert aborted_metric() == ["editx_requests_aborted_total 2.0"]
 
 
 def test_a_streamed_clone_arrives_in_chunks_before_the_last_id_and_decodes_whole(tiny_root: Path) -> None:
-    env = service_env(tiny_root) | {"EDITX_MAX_NEW_TOKENS": "400"}
-    with pytest.MonkeyPatch.context() as mp:
-        for key, value in env.items():
-            mp.setenv(key, value)
-        from service import EditXService
+    with served(tiny_root, 400) as url:
+        data = {"target_text": "Streaming over HTTP.", "prompt_text": "a prompt", "seed": "3", "stream": "true"}
+        arrivals: list[tuple[float, int, int]] = []  # (time, bytes, ids made so far)
+        body = b""
+        start = time.perf_counter()
+        with httpx.stream("POST", f"{url}/clone", files={"prompt_audio": ("v.wav", VOICE)}, data=data,
+                          timeout=300) as r:
+            assert r.status_code == 200 and r.headers["content-type"].startswith("audio/wav")
+            for piece in r.iter_bytes():
+                if len(arrivals) < 3:
+                    arrivals.append((time.perf_counter() - start, len(piece), scheduler(url)["running"]))
+                body += piece
+        total = time.perf_counter() - start
+        assert len(arrivals) >= 2
+        first_audio = next(t for t, n, _ in arrivals if n > 44)
+        assert any(running == 1 for _, n, running in arrivals if n > 44)  # audio while still generating
+        assert first_audio < 0.8 * total
+        samples, rate = decode(body)  # the open-ended WAV header reads as a whole file
+        assert rate == 24000
+        whole = httpx.post(f"{url}/clone", files={"prompt_audio": ("v.wav", VOICE)},
+                           data=data | {"stream": "false"}, timeout=300)
+        assert samples.size == decode(whole.content)[0].size
+        pcm = httpx.post(f"{url}/clone", files={"prompt_audio": ("v.wav", VOICE)},
+                         data=data | {"response_format": "pcm"}, timeout=300)
+        assert pcm.headers["content-type"].startswith("audio/L16") and len(pcm.content) == 2 * samples.size
+        refused = httpx.post(f"{url}/clone", files={"prompt_audio": ("v.wav", VOICE)},
+                             data=data | {"response_format": "mp3"}, timeout=60)
+        assert refused.status_code == 400 and refused.json()["field"] == "response_format"
+        names = ("editx_queue_depth", "editx_batch_size", "editx_generated_tokens_total",
+                 "editx_first_chunk_seconds_count", 'editx_stage_seconds_count{stage="prepare"}')
 
-        with bentoml.serve(EditXService, port=free_port(), host="127.0.0.1") as server:
-            url = server.url
-            wait_ready(url, timeout=300)
-            data = {"target_text": "Streaming over HTTP.", "prompt_text": "a prompt", "seed": "3", "stream": "true"}
-            arrivals: list[tuple[float, int, int]] = []  # (time, bytes, ids made so far)
-            body = b""
-            start = time.perf_counter()
-            with httpx.stream("POST", f"{url}/clone", files={"prompt_audio": ("v.wav", VOICE)}, data=data,
-                              timeout=300) as r:
-                assert r.status_code == 200 and r.headers["content-type"].startswith("audio/wav")
-                for piece in r.iter_bytes():
-                    if len(arrivals) < 3:
-                        arrivals.append((time.perf_counter() - start, len(piece), scheduler(url)["running"]))
-                    body += piece
-            total = time.perf_counter() - start
-            assert len(arrivals) >= 2
-            first_audio = next(t for t, n, _ in arrivals if n > 44)
-            assert any(running == 1 for _, n, running in arrivals if n > 44)  # audio while still generating
-            assert first_audio < 0.8 * total
-            samples, rate = decode(body)  # the open-ended WAV header reads as a whole file
-            assert rate == 24000
-            whole = httpx.post(f"{url}/clone", files={"prompt_audio": ("v.wav", VOICE)},
-                               data=data | {"stream": "false"}, timeout=300)
-            assert samples.size == decode(whole.content)[0].size
-            pcm = httpx.post(f"{url}/clone", files={"prompt_audio": ("v.wav", VOICE)},
-                             data=data | {"response_format": "pcm"}, timeout=300)
-            assert pcm.headers["content-type"].startswith("audio/L16") and len(pcm.content) == 2 * samples.size
-            refused = httpx.post(f"{url}/clone", files={"prompt_audio": ("v.wav", VOICE)},
-                                 data=data | {"response_format": "mp3"}, timeout=60)
-            assert refused.status_code == 400 and refused.json()["field"] == "response_format"
+        def missing() -> list[str]:
             metrics = httpx.get(f"{url}/metrics", timeout=10).text
-            for name in ("editx_queue_depth", "editx_batch_size", "editx_generated_tokens_total",
-                         "editx_first_chunk_seconds_count", 'editx_stage_seconds_count{stage="prepare"}'):
-                assert name in metrics
+            return [name for name in names if name not in metrics]
+
+        wait_for(lambda: not missing(), timeout=10)
+        assert missing() == []

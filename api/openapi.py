@@ -1,0 +1,112 @@
+"""GET /docs.json documents the refusals every operation can answer (400/401/408/413/415/429/503).
+
+BentoML writes the spec of its audio APIs itself (with its own 400/404/500 shapes, which this service
+never answers) and FastAPI documents a 422 that the native routes answer as a 400. This middleware
+rewrites the served spec: the one error shape (``ErrorBody``; OpenAI's under /v1),
+the statuses each operation can really answer, and the bearer security scheme.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+from api.errors import ErrorBody, OpenAIErrorBody
+from api.settings import PROBE_PATHS, HttpSettings
+from api.uploads import ASGIApp, Message, Receive, Scope, Send
+
+SPEC_PATH = "/docs.json"
+_REASONS = {
+    400: "bad input: the message says what is wrong, `field` names the field",
+    401: "no valid API key (only when EDITX_API_KEYS / EDITX_API_KEYS_FILE is set)",
+    408: "the request body did not arrive within EDITX_UPLOAD_TIMEOUT_S",
+    413: "over a size limit (upload, audio length, text length, token budget)",
+    415: "not multipart/form-data",
+    429: "busy (EDITX_MAX_REQUESTS, EDITX_MAX_UPLOADS); see Retry-After",
+    503: "the model is loading, failed to load, or its queue is full; see Retry-After",
+}
+_WORK_METHODS = ("post", "put", "patch", "delete")
+
+
+def _statuses(path: str, method: str, op: dict[str, Any], multipart_apis: set[str]) -> list[int]:
+    if path in PROBE_PATHS:
+        return []
+    out = [401]
+    if method in _WORK_METHODS or op.get("parameters"):
+        out.append(400)
+    if method in _WORK_METHODS and path not in ("/cache/clear",):
+        out += [408, 413, 429]
+    if path in multipart_apis:
+        out += [415, 503]
+    elif path.startswith("/v1/") and method in _WORK_METHODS:
+        out.append(503)
+    return sorted(set(out))
+
+
+def augment(spec: dict[str, Any], multipart_apis: set[str], auth: bool) -> dict[str, Any]:
+    """The spec with the refusals documented in the service's error shapes."""
+    schemas = spec.setdefault("components", {}).setdefault("schemas", {})
+    schemas["ErrorBody"] = ErrorBody.model_json_schema()
+    openai_schema = OpenAIErrorBody.model_json_schema(ref_template="#/components/schemas/{model}")
+    for name, sub in openai_schema.pop("$defs", {}).items():
+        schemas.setdefault(name, sub)
+    schemas["OpenAIErrorBody"] = openai_schema
+    spec["components"].setdefault("securitySchemes", {})["bearer"] = {
+        "type": "http", "scheme": "bearer", "description": "an API key from EDITX_API_KEYS / EDITX_API_KEYS_FILE"}
+    for path, ops in spec.get("paths", {}).items():
+        shape = "OpenAIErrorBody" if path.startswith("/v1/") else "ErrorBody"
+        for method, op in ops.items():
+            if not isinstance(op, dict) or "responses" not in op:
+                continue
+            responses = op["responses"]
+            responses.pop("422", None)  # FastAPI's default; answered as 400 here
+            responses.pop("404", None)  # BentoML's default for its APIs; not answered by them
+            for status in _statuses(path, method, op, multipart_apis):
+                responses[str(status)] = {
+                    "description": _REASONS[status],
+                    "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{shape}"}}},
+                }
+            if path == "/readyz":
+                responses.setdefault("503", {"description": "not ready: loading, or the load failed"})
+            if auth and path not in PROBE_PATHS:
+                op["security"] = [{"bearer": []}]
+    return spec
+
+
+class OpenAPIMiddleware:
+    """Rewrites the body of GET /docs.json with :func:`augment`."""
+
+    def __init__(self, app: ASGIApp, multipart_apis: Callable[[], set[str]],
+                 settings: Callable[[], HttpSettings]) -> None:
+        self.app = app
+        self._apis = multipart_apis
+        self._settings = settings
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] != SPEC_PATH or scope.get("method") not in ("GET", "HEAD"):
+            await self.app(scope, receive, send)
+            return
+        start: Message | None = None
+        chunks: list[bytes] = []
+
+        async def capture(message: Message) -> None:
+            nonlocal start
+            if message["type"] == "http.response.start":
+                start = message
+            elif message["type"] == "http.response.body":
+                chunks.append(message.get("body", b""))
+
+        await self.app(scope, receive, capture)
+        assert start is not None
+        body = b"".join(chunks)
+        if start["status"] == 200:
+            try:
+                spec = augment(json.loads(body), self._apis(), bool(self._settings().keys()))
+                body = json.dumps(spec).encode()
+            except ValueError:
+                pass
+        headers = [(k, v) for k, v in start.get("headers", []) if k.lower() != b"content-length"]
+        headers.append((b"content-length", str(len(body)).encode()))
+        await send({**start, "headers": headers})
+        await send({"type": "http.response.body", "body": b"" if scope.get("method") == "HEAD" else body})

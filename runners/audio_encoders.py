@@ -1,0 +1,216 @@
+"""Incremental audio encoders: feed float32 chunks as they are made, get the bytes to send at once.
+
+mp3 (LAME), opus (in Ogg), aac (ADTS) and flac go through PyAV (FFmpeg's encoders, in
+its wheel); wav and pcm are written here because they are only a header and 16-bit samples.
+Every encoder writes to a sink that cannot seek, so its output is exactly what a client
+receives over a stream: a wav stream's header says "length unknown" (0xFFFFFFFF), as
+streaming servers do, and decoders read such a file to its end.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterable, Iterator
+from typing import Literal
+
+import numpy as np
+
+SpeechFormat = Literal["mp3", "opus", "aac", "flac", "wav", "pcm"]
+SPEECH_FORMATS: tuple[str, ...] = ("mp3", "opus", "aac", "flac", "wav", "pcm")
+MEDIA_TYPES: dict[str, str] = {
+    "mp3": "audio/mpeg",
+    "opus": "audio/ogg",  # Ogg Opus
+    "aac": "audio/aac",  # ADTS
+    "flac": "audio/flac",
+    "wav": "audio/wav",
+    "pcm": "audio/pcm",  # raw s16le mono
+}
+# (container, codec, sample format PyAV is fed)
+_AV: dict[str, tuple[str, str, str]] = {
+    "mp3": ("mp3", "libmp3lame", "s16p"),
+    "opus": ("ogg", "libopus", "s16"),
+    "aac": ("adts", "aac", "fltp"),
+    "flac": ("flac", "flac", "s16"),
+}
+_BITRATES = {"mp3": 128_000, "opus": 64_000, "aac": 128_000}
+
+
+def _to_s16(samples: np.ndarray) -> np.ndarray:
+    return (np.clip(np.asarray(samples, dtype=np.float32).reshape(-1), -1.0, 1.0) * 32767.0).round().astype("<i2")
+
+
+def wav_header(sample_rate: int, data_bytes: int | None = None) -> bytes:
+    """RIFF/WAVE header for 16-bit mono; ``data_bytes`` None = unknown length (a stream)."""
+    size = 0xFFFFFFFF if data_bytes is None else data_bytes
+    riff = 0xFFFFFFFF if data_bytes is None else 36 + data_bytes
+    return (b"RIFF" + struct.pack("<I", riff) + b"WAVE"
+            + b"fmt " + struct.pack("<IHHIIHH", 16, 1, 1, sample_rate, sample_rate * 2, 2, 16)
+            + b"data" + struct.pack("<I", size))
+
+
+class _Sink:
+    """A write-only, non-seekable file for PyAV; ``take()`` hands over what was written since last time."""
+
+    def __init__(self) -> None:
+        self._parts: list[bytes] = []
+
+    def write(self, data: bytes) -> int:
+        self._parts.append(bytes(data))
+        return len(data)
+
+    def take(self) -> bytes:
+        out = b"".join(self._parts)
+        self._parts.clear()
+        return out
+
+
+class AudioEncoder:
+    """One encoded stream: ``feed(chunk)`` returns the bytes ready so far, ``finish()`` the rest."""
+
+    def __init__(self, fmt: str, sample_rate: int, *, known_length: int | None = None) -> None:
+        """``known_length`` (samples) lets a wav header carry the true size when the whole audio is known."""
+        if fmt not in SPEECH_FORMATS:
+            raise ValueError(f"unknown audio format {fmt!r}; one of {', '.join(SPEECH_FORMATS)}")
+        self.format = fmt
+        self.sample_rate = sample_rate
+        self.media_type = MEDIA_TYPES[fmt]
+        self._started = False
+        self._finished = False
+        self._known_length = known_length
+        self._pts = 0
+        if fmt in _AV:
+            self._open_av()
+
+    def _open_av(self) -> None:
+        import av
+        from av.audio.fifo import AudioFifo
+
+        container, codec, self._sample_fmt = _AV[self.format]
+        self._sink = _Sink()
+        # Ogg pages of 20 ms instead of about 1 s: opus bytes leave as soon as they are encoded.
+        options = {"page_duration": "20000"} if container == "ogg" else {}
+        self._container = av.open(self._sink, mode="w", format=container, options=options)
+        stream = self._container.add_stream(codec, rate=self.sample_rate)
+        stream.layout = "mono"
+        stream.format = self._sample_fmt
+        if self.format in _BITRATES:
+            stream.bit_rate = _BITRATES[self.format]
+        self._stream = stream
+        self._fifo = AudioFifo()
+
+    # ------------------------------------------------------------------ API
+    def feed(self, samples: np.ndarray) -> bytes:
+        """Encode more float32 mono samples in [-1, 1]; returns whatever bytes are complete now."""
+        if self._finished:
+            raise RuntimeError("encoder already finished")
+        pcm = _to_s16(samples)
+        if self.format in ("wav", "pcm"):
+            head = b""
+            if not self._started and self.format == "wav":
+                data = None if self._known_length is None else 2 * self._known_length
+                head = wav_header(self.sample_rate, data)
+            self._started = True
+            return head + pcm.tobytes()
+        self._started = True
+        return self._encode(pcm)
+
+    def finish(self) -> bytes:
+        """Flush the encoder and close the container; returns the last bytes."""
+        if self._finished:
+            return b""
+        self._finished = True
+        if self.format in ("wav", "pcm"):
+            if not self._started and self.format == "wav":
+                return wav_header(self.sample_rate, 0 if self._known_length is None else 2 * self._known_length)
+            return b""
+        out = self._drain(final=True)
+        for packet in self._stream.encode(None):
+            self._container.mux(packet)
+        self._container.close()
+        return out + self._sink.take()
+
+    def encode_all(self, samples: np.ndarray) -> bytes:
+        """The whole audio in one go (same bytes as feeding it in pieces)."""
+        return self.feed(samples) + self.finish()
+
+    def stream(self, chunks: Iterable[np.ndarray]) -> Iterator[bytes]:
+        """Encode an iterator of chunks, yielding non-empty byte pieces as soon as they exist."""
+        for chunk in chunks:
+            data = self.feed(chunk)
+            if data:
+                yield data
+        tail = self.finish()
+        if tail:
+            yield tail
+
+    # ------------------------------------------------------------ internals
+    def _encode(self, pcm: np.ndarray) -> bytes:
+        import av
+
+        if pcm.size:
+            frame = av.AudioFrame.from_ndarray(pcm.reshape(1, -1), format="s16", layout="mono")
+            frame.sample_rate = self.sample_rate
+            frame.pts = None
+            self._fifo.write(frame)
+        return self._drain(final=False)
+
+    def _drain(self, final: bool) -> bytes:
+        """Encode every whole codec frame waiting in the FIFO (and the partial one at the end)."""
+        size = self._stream.codec_context.frame_size or 1024
+        while self._fifo.samples >= size or (final and self._fifo.samples > 0):
+            frame = self._fifo.read(min(size, self._fifo.samples) if final else size)
+            if final and frame.samples < size and self.format in ("opus", "aac"):
+                frame = _pad(frame, size, self.sample_rate)
+            frame = self._convert(frame)
+            frame.pts = self._pts
+            self._pts += frame.samples
+            for packet in self._stream.encode(frame):
+                self._container.mux(packet)
+        return self._sink.take()
+
+    def _convert(self, frame):  # noqa: ANN001, ANN202 - av.AudioFrame
+        if self._sample_fmt == "s16":
+            return frame
+        if not hasattr(self, "_resampler"):
+            import av
+
+            self._resampler = av.AudioResampler(format=self._sample_fmt, layout="mono", rate=self.sample_rate)
+        converted = self._resampler.resample(frame)
+        return converted[0] if converted else frame
+
+
+def _pad(frame, size: int, rate: int):  # noqa: ANN001, ANN202 - av.AudioFrame
+    """A last partial frame padded with silence (encoders with a fixed frame size need a whole one)."""
+    import av
+
+    data = frame.to_ndarray().reshape(1, -1)
+    padded = np.zeros((1, size), dtype=data.dtype)
+    padded[:, : data.shape[1]] = data
+    out = av.AudioFrame.from_ndarray(padded, format="s16", layout="mono")
+    out.sample_rate = rate
+    return out
+
+
+def encode(samples: np.ndarray, sample_rate: int, fmt: str) -> bytes:
+    """A whole waveform as one file of ``fmt`` (wav and flac headers carry the true length).
+
+    A streamed flac cannot go back to write its length into the header, which libsndfile
+    needs; a whole one is written by libsndfile itself.
+    """
+    if fmt == "flac":
+        import io
+
+        import soundfile as sf
+
+        buf = io.BytesIO()
+        sf.write(buf, np.asarray(samples, dtype=np.float32).reshape(-1), sample_rate, format="FLAC", subtype="PCM_16")
+        return buf.getvalue()
+    return AudioEncoder(fmt, sample_rate, known_length=int(np.asarray(samples).size)).encode_all(samples)
+
+
+def split(samples: np.ndarray, sample_rate: int, seconds: float = 0.5) -> Iterator[np.ndarray]:
+    """A finished waveform in pieces of ``seconds`` (how a finished answer is streamed)."""
+    step = max(1, int(sample_rate * seconds))
+    flat = np.asarray(samples, dtype=np.float32).reshape(-1)
+    for start in range(0, flat.size, step):
+        yield flat[start:start + step]
