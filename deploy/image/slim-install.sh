@@ -27,6 +27,9 @@ case " $* " in
   *) exec "$real" "$@" ;;
 esac
 env -u UV_COMPILE_BYTECODE "$real" "$@" || exit $?
+# uv hard-links the installed files from its cache, which would otherwise stay in this layer and keep
+# every file removed below.
+"$real" cache clean >/dev/null 2>&1 || rm -rf "${UV_CACHE_DIR:-$HOME/.cache/uv}"
 site=$(echo "${VIRTUAL_ENV:-/app/.venv}"/lib/python3*/site-packages)
 lib="$site/nvidia/cu13/lib"
 before=$(du -sm "$site" | cut -f1)
