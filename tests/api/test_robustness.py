@@ -38,6 +38,19 @@ class Server:
         return {p.name for p in self.tmp.iterdir()}
 
 
+def _children(pid: int) -> list[int]:
+    """Direct child processes of ``pid``."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return out
+
+
 def private_port() -> int:
     """A free port below the kernel's ephemeral range, so no other server on this machine picks it meanwhile."""
     import random
@@ -76,9 +89,10 @@ def server(tiny_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
             stopper = threading.Thread(target=served.stop, daemon=True)
             stopper.start()
             stopper.join(SHUTDOWN_S)
-            if stopper.is_alive() and served.process is not None:
-                subprocess.run(["pkill", "-KILL", "-P", str(served.process.pid)], check=False)
-                served.process.kill()
+            if stopper.is_alive():
+                for child in _children(os.getpid()):  # the server this fixture started, and its workers
+                    subprocess.run(["pkill", "-KILL", "-P", str(child)], check=False)
+                    subprocess.run(["kill", "-KILL", str(child)], check=False)
                 pytest.fail(f"the server did not shut down within {SHUTDOWN_S} s after this module's load")
 
 
