@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -25,6 +26,7 @@ from tests.service_helpers import service_env, tone, wait_ready, wav_bytes
 PROMPT_TEXT = "Please call Stella and ask her to bring these things."
 UPLOAD_TIMEOUT_S = 6
 MAX_UPLOADS = 40
+SHUTDOWN_S = 60
 
 
 class Server:
@@ -34,6 +36,19 @@ class Server:
 
     def temp_entries(self) -> set[str]:
         return {p.name for p in self.tmp.iterdir()}
+
+
+def _children(pid: int) -> list[int]:
+    """Direct child processes of ``pid``."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return out
 
 
 def private_port() -> int:
@@ -63,11 +78,22 @@ def server(tiny_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
             mp.setenv(key, value)  # the server's worker process inherits these
         from service import EditXService
 
-        with bentoml.serve(EditXService, port=private_port(), host="127.0.0.1") as served:
+        served = bentoml.serve(EditXService, port=private_port(), host="127.0.0.1")
+        try:
             wait_ready(served.url, timeout=300)
             # The server answering is this one (not another test's on a reused port).
             assert httpx.get(served.url + "/status").json()["model_root"] == str(tiny_root)
             yield Server(served.url, tmp)
+        finally:
+            # A graceful shutdown must finish; if it hangs, fail visibly instead of hanging the suite.
+            stopper = threading.Thread(target=served.stop, daemon=True)
+            stopper.start()
+            stopper.join(SHUTDOWN_S)
+            if stopper.is_alive():
+                for child in _children(os.getpid()):  # the server this fixture started, and its workers
+                    subprocess.run(["pkill", "-KILL", "-P", str(child)], check=False)
+                    subprocess.run(["kill", "-KILL", str(child)], check=False)
+                pytest.fail(f"the server did not shut down within {SHUTDOWN_S} s after this module's load")
 
 
 @pytest.fixture(scope="module")
