@@ -156,6 +156,10 @@ def test_no_input_gets_a_5xx(server: Server, prompt_wav: bytes) -> None:
     r = httpx.post(server.url + "/clone", files={"prompt_audio": ("a.wav", prompt_wav)},
                    data={"prompt_text": PROMPT_TEXT, "target_text": "123", "seed": "1"}, timeout=300)
     assert r.status_code == 200, r.text
+    # A request's folder goes in a background task right after its answer is sent: give it a moment.
+    deadline = time.monotonic() + 5
+    while not server.temp_entries() <= before | {"editx-ui"} and time.monotonic() < deadline:
+        time.sleep(0.1)
     assert server.temp_entries() <= before | {"editx-ui"}
 
 
