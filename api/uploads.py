@@ -52,8 +52,13 @@ def read_upload(path: Path | str, field: str, max_bytes: int) -> Audio:
         raise InputTooLargeError(
             f"{field} is {size} bytes; the upload limit is {max_bytes} bytes (EDITX_MAX_UPLOAD_BYTES)", field=field
         )
+    return decode_field(path, field)
+
+
+def decode_field(source: Path | bytes, field: str) -> Audio:
+    """Decode a file or its bytes; what cannot be decoded is a 400 naming ``field`` and libsndfile's reason."""
     try:
-        return decode_audio(path)
+        return decode_audio(source)
     except AudioDecodeError as exc:
         # libsndfile's reason without the server-side temporary path it quotes.
         reason = getattr(exc.__cause__, "error_string", None) or "no samples"

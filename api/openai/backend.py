@@ -7,7 +7,8 @@ from typing import TYPE_CHECKING, Protocol
 
 from fastapi import UploadFile
 
-from runners.audio import Audio, AudioDecodeError, decode_audio
+from api.uploads import decode_field
+from runners.audio import Audio
 from runners.errors import InputTooLargeError, InvalidInputError
 
 if TYPE_CHECKING:
@@ -35,11 +36,4 @@ def read_audio(upload: UploadFile | None, field: str, max_bytes: int) -> Audio:
     if len(data) > max_bytes:
         raise InputTooLargeError(f"{field} is over the upload limit of {max_bytes} bytes (EDITX_MAX_UPLOAD_BYTES)",
                                  field=field)
-    try:
-        return decode_audio(data)
-    except AudioDecodeError as exc:
-        reason = getattr(exc.__cause__, "error_string", None) or "no samples"
-        raise InvalidInputError(
-            f"{field} is not audio that can be decoded ({reason.rstrip('.')}); send WAV, FLAC, OGG or MP3",
-            field=field,
-        ) from exc
+    return decode_field(data, field)
