@@ -57,6 +57,9 @@ class EngineConfig(BaseModel):
 
     max_batch: int = Field(16, gt=0, description="requests decoded together in one LLM step (continuous batching)")
     max_queue: int = Field(64, ge=0, description="requests waiting for a slot; beyond it a request gets 503")
+    prefix_cache_tokens: int = Field(
+        8192, ge=0, description="prompt heads (a voice's system turn, the edit persona) kept as K/V so requests "
+        "that share one prefill it once, in tokens (32 KiB each for the official model in bf16); 0 = off")
     cuda_graphs: Literal["auto", "0", "1"] = Field(
         "auto", description="capture the decode step as CUDA graphs per batch/length bucket; auto = on CUDA"
     )

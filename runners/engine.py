@@ -31,7 +31,7 @@ from runners.lifecycle import EngineLifecycle
 from runners.errors import EngineUnavailableError, InputTooLargeError, InvalidInputError
 from runners.model_store import ModelPaths, resolve_model_root
 from runners.prompt_cache import PromptCache, PromptFeatures, audio_key
-from runners.prompts import PromptBuilder, clone_speaker_id, edit_instruction
+from runners.prompts import PromptBuilder, clone_speaker_id, edit_instruction, system_turn_length
 from runners.sampling import SamplingParams
 from runners.scheduler import EngineLoop, GenerationRequest, LLMRunner, Scheduler, SchedulerOutput, SchedulerStats
 from runners.transcriber import Transcriber, TranscriberConfig, Transcription
@@ -196,11 +196,13 @@ class EditXEngine(EngineLifecycle):
 
         llm = self._parts["llm"]
         cfg = self.config
-        scheduler = Scheduler(cfg.max_batch, cfg.max_queue, PREFILL_TOKENS_PER_STEP, eos_id=llm.eos_id)
         from runners.quantization import cuda_graphs_mode
 
         decode = decode_function(llm, cuda_graphs_mode(cfg.llm_quantization, cfg.cuda_graphs), cfg.max_batch)
-        runner = LLMRunner(llm, cfg.max_batch, cfg.max_total_tokens, decode=decode)
+        runner = LLMRunner(llm, cfg.max_batch, cfg.max_total_tokens, decode=decode,
+                           prefix_tokens=cfg.prefix_cache_tokens)
+        scheduler = Scheduler(cfg.max_batch, cfg.max_queue, PREFILL_TOKENS_PER_STEP, eos_id=llm.eos_id,
+                              prefix_cached=runner.prefix_cached if runner.prefixes is not None else None)
         sync_every = 4 if self.device.type == "cuda" else 1
         self._tokens_reported = 0
         self._loop = EngineLoop(runner, scheduler, sync_every=sync_every, on_step=self._on_step).start()
@@ -361,7 +363,8 @@ class EditXEngine(EngineLifecycle):
         loop = self._loop
         if loop is None:
             raise EngineUnavailableError("the model is not loaded; retry shortly")
-        request = GenerationRequest(uuid.uuid4().hex, prompt_ids, self._sampling(prompt_ids, seed))
+        request = GenerationRequest(uuid.uuid4().hex, prompt_ids, self._sampling(prompt_ids, seed),
+                                    prefix_len=system_turn_length(prompt_ids))
         return loop.submit(request)
 
     def _abort(self, requests: list[GenerationRequest]) -> None:
@@ -765,7 +768,12 @@ class EditXEngine(EngineLifecycle):
             return SchedulerStats(running=0, waiting=0, max_batch=cfg.max_batch, max_queue=cfg.max_queue,
                                   batch_size=0, steps=0, generated_tokens=0, aborted=0, finished=0,
                                   tokens_per_s=0.0)
-        return loop.scheduler.make_stats()
+        stats = loop.scheduler.make_stats()
+        store = getattr(loop.runner, "prefixes", None)
+        if store is not None:
+            stats.prefix_store_entries, stats.prefix_store_tokens = len(store), store.tokens
+            stats.prefix_store_mb = round(store.nbytes / 2**20, 1)
+        return stats
 
     def _llm_status(self) -> dict[str, object]:
         """The LLM variant, its weight memory once loaded, and what idle does with it."""

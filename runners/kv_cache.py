@@ -13,6 +13,8 @@ key j is simply i - j.
 
 from __future__ import annotations
 
+from collections import OrderedDict
+
 import torch
 
 from runners.step1.configuration import Step1Config
@@ -101,3 +103,56 @@ def decode_bias(slopes: torch.Tensor, positions: torch.Tensor, key_len: int, dty
     bias = bias[:, None, :] * slopes[None, :, None]  # (rows, H, key_len)
     bias = bias.masked_fill(future[:, None, :], float("-inf"))
     return bias[:, :, None, :].to(dtype)
+
+
+class PrefixStore:
+    """K/V of prompt heads that many requests share (a voice's clone system turn, the edit persona).
+
+    A head's keys and values depend only on its own ids (the model has no rotary positions and
+    the head starts every prompt at position 0), so a copy serves any later prompt with the same
+    head exactly. Entries are kept least-recently-used first out, bounded by ``max_tokens`` in all,
+    on the cache's device.
+    """
+
+    def __init__(self, max_tokens: int) -> None:
+        self.max_tokens = max_tokens
+        self._entries: OrderedDict[bytes, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
+        self.tokens = 0
+        self._token_bytes = 0  # K and V of one position in every layer
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._entries
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    @property
+    def nbytes(self) -> int:
+        """Memory held (read from any thread: no iteration over the entries)."""
+        return self.tokens * self._token_bytes
+
+    def put(self, key: bytes, cache: SlotKVCache, slot: int, length: int) -> None:
+        """Keep a copy of the first ``length`` positions of ``slot`` (no-op when held or too long)."""
+        if key in self._entries:
+            self._entries.move_to_end(key)
+            return
+        if length > self.max_tokens or length > cache.lengths[slot]:
+            return
+        while self.tokens + length > self.max_tokens:
+            _, (old, _) = self._entries.popitem(last=False)
+            self.tokens -= old.shape[2]
+        keys = cache.keys[:, slot, :, :length].clone()
+        values = cache.values[:, slot, :, :length].clone()
+        self._entries[key] = (keys, values)
+        self.tokens += length
+        self._token_bytes = 2 * keys[:, :, :1].numel() * keys.element_size()
+
+    def restore(self, key: bytes, cache: SlotKVCache, slot: int) -> int:
+        """Write the stored head into ``slot`` (which then holds exactly it); its length."""
+        keys, values = self._entries[key]
+        self._entries.move_to_end(key)
+        length = keys.shape[2]
+        cache.keys[:, slot, :, :length] = keys
+        cache.values[:, slot, :, :length] = values
+        cache.lengths[slot] = length
+        return length

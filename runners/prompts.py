@@ -90,6 +90,18 @@ def clone_speaker_id(prompt_text: str, samples: np.ndarray) -> str:
     return "clone_" + digest.hexdigest()[:16]
 
 
+def system_turn_length(prompt_ids: Sequence[int]) -> int:
+    """Ids up to and including the system turn's ``<|EOT|>``; 0 when there is none.
+
+    Everything before the human turn is the same for every clone in one voice (with one
+    transcript) and for every edit, so those requests may share its K/V.
+    """
+    try:
+        return list(prompt_ids).index(EOT_ID) + 1
+    except ValueError:
+        return 0
+
+
 class PromptBuilder:
     """Builds the LLM input ids for clone and edit requests."""
 

@@ -319,3 +319,43 @@ def test_a_seeded_prompt_gives_the_same_ids_alone_and_among_seven_others(lm: Ste
     together = lm.generate(prompts, seed=9, max_new_tokens=16)
     for k in (0, 3, 7):
         assert lm.generate([prompts[k]], seed=9, max_new_tokens=16)[0] == together[k]
+
+
+def test_a_prompt_head_copied_from_the_prefix_store_gives_the_computed_logits(lm: Step1LM) -> None:
+    from runners.kv_cache import PrefixStore
+
+    head = _prompt(12, seed=50)
+    texts = [_prompt(5, seed=51), _prompt(9, seed=52)]
+    store = PrefixStore(max_tokens=64)
+    cache = lm.new_cache(slots=3, max_len=32)
+    lm.prefill(cache, 0, head, 0)
+    store.put(b"voice", cache, 0, len(head))
+    computed = lm.prefill(cache, 0, texts[0], len(head))
+    for slot, text in ((1, texts[0]), (2, texts[1])):
+        assert store.restore(b"voice", cache, slot) == len(head) == cache.lengths[slot]
+        copied = lm.prefill(cache, slot, text, len(head))
+        if slot == 1:
+            assert torch.equal(copied, computed)
+        else:  # another text after the same head: the logits of head + text computed in one slot
+            fresh = lm.new_cache(slots=1, max_len=32)
+            lm.prefill(fresh, 0, head, 0)
+            assert torch.equal(copied, lm.prefill(fresh, 0, text, len(head)))
+    assert (len(store), store.tokens) == (1, 12) and store.nbytes == 12 * 2 * cache.keys[:, 0, :, 0].numel() * 4
+
+
+def test_the_prefix_store_keeps_the_most_recently_used_heads_within_its_token_bound(lm: Step1LM) -> None:
+    from runners.kv_cache import PrefixStore
+
+    store = PrefixStore(max_tokens=20)
+    cache = lm.new_cache(slots=1, max_len=32)
+    lm.prefill(cache, 0, _prompt(16, seed=60), 0)
+    store.put(b"a", cache, 0, 8)
+    store.put(b"b", cache, 0, 8)
+    store.restore(b"a", cache, 0)  # a is now the most recently used
+    lm.prefill(cache, 0, _prompt(8, seed=61), 8)
+    store.put(b"c", cache, 0, 8)  # 24 > 20 tokens: the least recently used (b) goes
+    assert b"a" in store and b"c" in store and b"b" not in store and store.tokens == 16
+    store.put(b"huge", cache, 0, 16)  # room is made by evicting the older heads
+    assert b"huge" in store and store.tokens <= 20
+    store.put(b"too-long", cache, 0, 21)  # beyond the bound: not kept, nothing evicted for it
+    assert b"too-long" not in store and b"huge" in store

@@ -22,6 +22,7 @@ from typing import Protocol
 
 import torch
 
+from runners.kv_cache import PrefixStore
 from runners.scheduler.request import GenerationRequest
 from runners.scheduler.scheduler import Scheduler, SchedulerOutput
 
@@ -45,15 +46,24 @@ class StepTokens:
 
 
 class LLMRunner:
-    """Runs planned steps on :class:`runners.llm.Step1LM` with a preallocated slot cache."""
+    """Runs planned steps on :class:`runners.llm.Step1LM` with a preallocated slot cache.
 
-    def __init__(self, lm, slots: int, max_len: int, decode: Callable | None = None) -> None:  # noqa: ANN001
+    With ``prefix_tokens`` > 0 it keeps a :class:`PrefixStore` of shared prompt heads: the
+    scheduler asks :meth:`prefix_cached` and plans copies instead of prefills.
+    """
+
+    def __init__(self, lm, slots: int, max_len: int, decode: Callable | None = None,  # noqa: ANN001
+                 prefix_tokens: int = 0) -> None:
         self.lm = lm
         self.cache = lm.new_cache(slots, max_len)
         self.sampler = lm.new_sampler(slots)
         self.device = lm.device
         self.last_ids = torch.zeros(slots, dtype=torch.long, device=self.device)
         self.decode = decode or lm.decode_step  # a CUDA-graph replayer can stand in
+        self.prefixes = PrefixStore(prefix_tokens) if prefix_tokens > 0 else None
+
+    def prefix_cached(self, key: bytes) -> bool:
+        return self.prefixes is not None and key in self.prefixes
 
     def execute(self, plan: SchedulerOutput) -> StepTokens:
         request_ids: list[str] = []
@@ -62,12 +72,18 @@ class LLMRunner:
             ids = self._decode(plan.decodes)
             request_ids += [r.request_id for r in plan.decodes]
             sampled.append(ids)
+        for request in plan.prefix_hits:
+            assert request.slot is not None and self.prefixes is not None
+            self.prefixes.restore(request.prefix_key, self.cache, request.slot)
+            self.sampler.start(request.slot, request.prompt_ids, request.params)
         for chunk in plan.prefills:
             request, slot = chunk.request, chunk.request.slot
             assert slot is not None
             if chunk.start == 0:
                 self.sampler.start(slot, request.prompt_ids, request.params)
             logits = self.lm.prefill(self.cache, slot, request.prompt_ids[chunk.start:chunk.end], chunk.start)
+            if chunk.completes_prefix and self.prefixes is not None:
+                self.prefixes.put(request.prefix_key, self.cache, slot, chunk.end)
             if chunk.last:
                 first = self.sampler.sample([slot], logits)
                 self.last_ids[slot] = first[0]
@@ -95,8 +111,9 @@ class LLMRunner:
         return ids
 
     def release(self) -> None:
-        """Drop the cache (the loop stops before an unload or offload)."""
+        """Drop the cache and the stored heads (the loop stops before an unload or offload)."""
         self.cache = None  # type: ignore[assignment]
+        self.prefixes = None
 
 
 class EngineLoop:

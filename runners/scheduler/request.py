@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import queue
 import threading
 import time
+from array import array
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from enum import Enum
@@ -34,6 +36,7 @@ class GenerationRequest:
     request_id: str
     prompt_ids: list[int]
     params: SamplingParams
+    prefix_len: int = 0  # head of the prompt that other requests may share (the system turn); 0 = none
     arrival: float = field(default_factory=time.monotonic)
     status: RequestStatus = RequestStatus.WAITING
     slot: int | None = None
@@ -45,12 +48,26 @@ class GenerationRequest:
     error: str | None = None
     first_token_at: float | None = None
     finished_at: float | None = None
+    _prefix_key: bytes | None = field(default=None, repr=False)
     _events: "queue.SimpleQueue[list[int] | None]" = field(default_factory=queue.SimpleQueue, repr=False)
     _done: threading.Event = field(default_factory=threading.Event, repr=False)
 
     @property
     def prompt_len(self) -> int:
         return len(self.prompt_ids)
+
+    @property
+    def shares_prefix(self) -> bool:
+        """Whether the prompt has a shareable head with something after it to prefill."""
+        return 0 < self.prefix_len < self.prompt_len
+
+    @property
+    def prefix_key(self) -> bytes:
+        """Digest of the shareable head's ids: equal keys mean equal K/V for those positions."""
+        if self._prefix_key is None:
+            head = array("q", self.prompt_ids[: self.prefix_len]).tobytes()
+            self._prefix_key = hashlib.blake2b(head, digest_size=16).digest()
+        return self._prefix_key
 
     @property
     def finished(self) -> bool:

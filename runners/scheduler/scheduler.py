@@ -9,7 +9,13 @@ model, and hands the ids back with :meth:`Scheduler.update_from_output`. The pol
   chunk;
 - every running request takes part in every decode step (one token each);
 - a request leaves at EOS, at its token budget, or within one step of an abort, and
-  its slot is free for the next waiting request at once.
+  its slot is free for the next waiting request at once;
+- with a prefix store (``prefix_cached``), a prompt's shareable head (its system turn:
+  the voice of a clone, the fixed persona of an edit) is prefilled once: a request
+  whose head is stored starts after it (the runner copies its K/V into the slot), one
+  whose head another request is computing right now waits for it, and the head is
+  always prefilled as chunks of its own, so its K/V are the same numbers whether
+  computed or copied.
 
 It is written against plain data so it is tested with a fake step function.
 """
@@ -19,6 +25,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from pydantic import BaseModel, Field
@@ -39,6 +46,11 @@ class PrefillChunk:
     def last(self) -> bool:
         return self.end == self.request.prompt_len
 
+    @property
+    def completes_prefix(self) -> bool:
+        """This chunk ends exactly at the request's shareable head: its K/V may be stored after it."""
+        return self.request.shares_prefix and self.start < self.request.prefix_len == self.end
+
 
 @dataclass
 class SchedulerOutput:
@@ -47,6 +59,7 @@ class SchedulerOutput:
     prefills: list[PrefillChunk] = field(default_factory=list)
     decodes: list[GenerationRequest] = field(default_factory=list)
     aborted: list[GenerationRequest] = field(default_factory=list)
+    prefix_hits: list[GenerationRequest] = field(default_factory=list)  # copy their stored head, then prefill
 
     @property
     def empty(self) -> bool:
@@ -66,13 +79,20 @@ class SchedulerStats(BaseModel):
     aborted: int = Field(description="requests aborted since start")
     finished: int = Field(description="requests finished since start")
     tokens_per_s: float = Field(description="ids made per second over the last few seconds")
+    prefix_hits: int = Field(0, description="requests whose prompt head (system turn) was copied from the prefix "
+                                            "store instead of prefilled")
+    prefill_tokens_reused: int = Field(0, description="prompt tokens those requests did not prefill")
+    prefix_store_entries: int = Field(0, description="prompt heads held as K/V (EDITX_PREFIX_CACHE_TOKENS)")
+    prefix_store_tokens: int = Field(0, description="tokens those heads hold")
+    prefix_store_mb: float = Field(0.0, description="memory those heads hold, on the LLM's device")
 
 
 class Scheduler:
     """Admission, chunked prefill and retirement for up to ``max_batch`` running requests."""
 
     def __init__(self, max_batch: int = 16, max_queue: int = 64, prefill_tokens_per_step: int = 512,
-                 eos_id: int | None = None, rate_window_s: float = 5.0) -> None:
+                 eos_id: int | None = None, rate_window_s: float = 5.0,
+                 prefix_cached: Callable[[bytes], bool] | None = None) -> None:
         if max_batch < 1 or max_queue < 0 or prefill_tokens_per_step < 1:
             raise ValueError("max_batch and prefill_tokens_per_step must be ≥ 1, max_queue ≥ 0")
         self.max_batch = max_batch
@@ -91,6 +111,10 @@ class Scheduler:
         self._finished = 0
         self._rate_window_s = rate_window_s
         self._recent: deque[tuple[float, int]] = deque()
+        self.prefix_cached = prefix_cached  # None: every prompt is prefilled whole
+        self._prefix_owners: dict[bytes, GenerationRequest] = {}  # heads being prefilled now, by whom
+        self._prefix_hits = 0
+        self._prefix_reused = 0
 
     # ------------------------------------------------------------ request verbs
     def add_request(self, request: GenerationRequest) -> None:
@@ -137,18 +161,50 @@ class Scheduler:
                 if request.scheduled_decodes + 1 < request.params.max_new_tokens:
                     out.decodes.append(request)
             elif request.status is RequestStatus.PREFILLING and budget > 0:
-                end = min(request.prompt_len, request.prefilled + budget)
-                out.prefills.append(PrefillChunk(request, request.prefilled, end))
-                budget -= end - request.prefilled
+                if not self._claim_prefix(request, out):
+                    continue  # another request is prefilling the same head: copy it once stored
+                budget -= self._plan_prefill(request, budget, out)
         for request in out.decodes:
             request.scheduled_decodes += 1
         for chunk in out.prefills:
             chunk.request.prefilled = chunk.end
+            if chunk.completes_prefix and self._prefix_owners.get(chunk.request.prefix_key) is chunk.request:
+                del self._prefix_owners[chunk.request.prefix_key]  # stored by the runner in this step
             if chunk.last:
                 chunk.request.status = RequestStatus.RUNNING
         self._steps += 1
         self._last_batch = len(out.decodes)
         return out
+
+    def _sharing(self, request: GenerationRequest) -> bool:
+        return self.prefix_cached is not None and request.shares_prefix
+
+    def _claim_prefix(self, request: GenerationRequest, out: SchedulerOutput) -> bool:
+        """Before a prompt's first chunk: use its stored head, or own computing it; False = wait for its owner."""
+        if request.prefilled > 0 or not self._sharing(request):
+            return True
+        key = request.prefix_key
+        assert self.prefix_cached is not None
+        if self.prefix_cached(key):
+            out.prefix_hits.append(request)
+            request.prefilled = request.prefix_len
+            self._prefix_hits += 1
+            self._prefix_reused += request.prefix_len
+            return True
+        owner = self._prefix_owners.setdefault(key, request)
+        return owner is request
+
+    def _plan_prefill(self, request: GenerationRequest, budget: int, out: SchedulerOutput) -> int:
+        """Chunks of the request's prompt within ``budget`` (the shared head ends a chunk); tokens planned."""
+        start = position = request.prefilled
+        boundary = request.prefix_len if self._sharing(request) else 0
+        while budget > position - start and position < request.prompt_len:
+            end = min(request.prompt_len, start + budget)
+            if position < boundary:
+                end = min(end, boundary)
+            out.prefills.append(PrefillChunk(request, position, end))
+            position = end
+        return position - start
 
     def _apply_aborts(self) -> list[GenerationRequest]:
         gone: list[GenerationRequest] = []
@@ -213,6 +269,8 @@ class Scheduler:
         return victims
 
     def _release(self, request: GenerationRequest) -> None:
+        if request.shares_prefix and self._prefix_owners.get(request.prefix_key) is request:
+            del self._prefix_owners[request.prefix_key]  # the next request with this head computes it
         if request in self.running:
             self.running.remove(request)
         if request.slot is not None:
@@ -232,4 +290,5 @@ class Scheduler:
             running=running, waiting=waiting, max_batch=self.max_batch, max_queue=self.max_queue,
             batch_size=self._last_batch, steps=self._steps, generated_tokens=self._generated,
             aborted=self._aborted, finished=self._finished, tokens_per_s=round(rate, 1),
+            prefix_hits=self._prefix_hits, prefill_tokens_reused=self._prefix_reused,
         )

@@ -12,6 +12,7 @@ import pytest
 from runners.config import EngineConfig
 from runners.engine import EditXEngine
 from runners.errors import QueueFullError, RequestAbortedError
+from runners.prompts import EOT_ID
 from tests.concurrency import race
 from tests.test_engine import voice
 from tests.test_streaming import _band_distance
@@ -135,8 +136,32 @@ def test_a_long_text_is_cloned_whole_and_in_order(engine: EditXEngine, monkeypat
     seen: list[list[int]] = []
     real = engine.clone_prompt_ids
     monkeypatch.setattr(engine, "clone_prompt_ids", lambda p, pt, t: seen.append(t) or real(p, pt, t))
+    hits_before = engine.scheduler_stats().prefix_hits
     out = engine.clone(voice(), "a prompt", text, seed=0)
+    assert engine.scheduler_stats().prefix_hits - hits_before >= len(seen) - 1  # the voice prefilled once
     assert " ".join(seen) == text  # every sentence, each once, in order
     assert len(seen) > 1 and all(len(s) <= 300 for s in seen)
     assert out.generated_tokens > 40 * (len(seen) - 1)  # every piece was generated
     assert out.duration_s > len(seen) * 0.5
+
+
+def test_requests_in_one_voice_prefill_its_system_turn_once(engine: EditXEngine) -> None:
+    """Clones in one voice (and every edit) share their prompt's system turn: it is prefilled once."""
+    prompt, other = voice(), voice(seconds=1.5)
+    before = engine.scheduler_stats()
+    first = race(lambda _: engine.clone(prompt, "one voice", "The first request in this voice.", seed=1), 1)[0]
+    after_first = engine.scheduler_stats()
+    assert after_first.prefix_hits == before.prefix_hits  # nothing stored for this voice yet
+    assert after_first.prefix_store_entries >= 1 and after_first.prefix_store_mb > 0
+    texts = [f"Request {k} in the same voice." for k in range(4)]
+    together = race(lambda k: engine.clone(prompt, "one voice", texts[k], seed=k), 4)
+    assert not any(isinstance(r, BaseException) for r in together), together
+    stats = engine.scheduler_stats()
+    assert stats.prefix_hits == after_first.prefix_hits + 4
+    head = engine.clone_prompt_ids(engine.prepare(prompt), "one voice", texts[0]).index(EOT_ID) + 1
+    assert stats.prefill_tokens_reused == after_first.prefill_tokens_reused + 4 * head
+    # copied or computed, the head gives the same audio for the same seed and text
+    again = race(lambda _: engine.clone(prompt, "one voice", "The first request in this voice.", seed=1), 1)[0]
+    np.testing.assert_array_equal(again.samples, first.samples)
+    race(lambda _: engine.clone(other, "another voice", texts[0], seed=0), 1)  # another voice: computed
+    assert engine.scheduler_stats().prefix_hits == stats.prefix_hits + 1  # (only `again` copied)

@@ -182,3 +182,84 @@ def test_a_failing_step_ends_its_requests_with_an_error_and_the_loop_goes_on() -
         list(r.tokens())
     assert loop.alive
     loop.stop()
+
+
+class PrefixRunner(FakeRunner):
+    """FakeRunner with a prefix store: a chunk that ends at a request's head stores that head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stored: set[bytes] = set()
+
+    def execute(self, plan: SchedulerOutput) -> StepTokens:
+        for request in plan.prefix_hits:
+            assert request.prefix_key in self.stored  # copied only what is there
+        for chunk in plan.prefills:
+            if chunk.completes_prefix:
+                self.stored.add(chunk.request.prefix_key)
+        return super().execute(plan)
+
+
+def voice_req(name: str, says: int, head: int = 30, text: int = 6, voice: int = 7) -> GenerationRequest:
+    """A prompt of ``head`` ids of one voice (its system turn) and ``text`` ids of its own."""
+    ids = [says] + [voice] * (head - 1) + [100 + len(name) + k for k in range(text)]
+    return GenerationRequest(name, ids, SamplingParams(max_new_tokens=100), prefix_len=head)
+
+
+def chunks_of(runner: FakeRunner, name: str) -> list[tuple[int, int]]:
+    return [(c.start, c.end) for p in runner.plans for c in p.prefills if c.request.request_id == name]
+
+
+def test_a_shared_prompt_head_is_prefilled_once_and_copied_for_the_others() -> None:
+    runner = PrefixRunner()
+    scheduler = Scheduler(max_batch=8, eos_id=EOS, prefix_cached=runner.stored.__contains__)
+    rs = [voice_req(f"r{k}", says=4) for k in range(5)]
+    for r in rs:
+        scheduler.add_request(r)
+    run(scheduler, runner)
+    # the first computes the head as a chunk of its own, then its text; the others wait one
+    # step for the head, copy it and prefill only their text
+    assert chunks_of(runner, "r0") == [(0, 30), (30, 36)]
+    for k in range(1, 5):
+        assert chunks_of(runner, f"r{k}") == [(30, 36)]
+    stats = scheduler.make_stats()
+    assert (stats.prefix_hits, stats.prefill_tokens_reused) == (4, 4 * 30)
+    assert all(r.output == [1000 + k for k in range(4)] for r in rs)
+
+
+def test_prompts_with_other_heads_and_runs_without_a_store_prefill_whole() -> None:
+    runner = PrefixRunner()
+    scheduler = Scheduler(max_batch=8, eos_id=EOS, prefix_cached=runner.stored.__contains__)
+    scheduler.add_request(voice_req("a", says=2, voice=7))
+    scheduler.add_request(voice_req("b", says=2, voice=8))  # another voice: nothing to share
+    run(scheduler, runner)
+    assert chunks_of(runner, "a") == chunks_of(runner, "b") == [(0, 30), (30, 36)]
+    assert scheduler.make_stats().prefix_hits == 0
+
+    plain, plain_runner = Scheduler(max_batch=8, eos_id=EOS), FakeRunner()  # no store: today's chunks
+    plain.add_request(voice_req("c", says=2))
+    plain.add_request(voice_req("d", says=2))
+    run(plain, plain_runner)
+    assert chunks_of(plain_runner, "c") == chunks_of(plain_runner, "d") == [(0, 36)]
+
+
+def test_the_head_is_its_own_chunk_under_any_budget_and_a_waiter_takes_over_from_an_aborted_owner() -> None:
+    runner = PrefixRunner()
+    scheduler = Scheduler(max_batch=4, prefill_tokens_per_step=16, eos_id=EOS,
+                          prefix_cached=runner.stored.__contains__)
+    owner, waiter = voice_req("owner", says=3), voice_req("waiter", says=3)
+    scheduler.add_request(owner)
+    scheduler.add_request(waiter)
+    loop = EngineLoop(runner, scheduler)
+    loop.step()  # owner: head [0, 16); waiter: waits for the head
+    assert chunks_of(runner, "owner") == [(0, 16)] and chunks_of(runner, "waiter") == []
+    scheduler.abort_request("owner")
+    run(scheduler, runner)
+    assert owner.finish_reason is FinishReason.ABORTED
+    # the waiter computed the head itself: chunks end at the head's end and within 16 ids a step
+    assert chunks_of(runner, "waiter") == [(0, 16), (16, 30), (30, 32), (32, 36)]
+    assert waiter.output == [1000, 1001, 1002]
+    late = voice_req("late", says=3)  # the same head (the first id is part of it)
+    scheduler.add_request(late)
+    run(scheduler, runner)
+    assert chunks_of(runner, "late") == [(30, 36)] and scheduler.make_stats().prefix_hits == 1
