@@ -216,10 +216,10 @@ class EditXEngine(EngineLifecycle):
         loop = self._loop
         if loop is None:
             return
-        stats = loop.scheduler.make_stats()
-        new_tokens = stats.generated_tokens - self._tokens_reported
-        self._tokens_reported = stats.generated_tokens
-        self.events.step(len(plan.decodes), stats.waiting, new_tokens)
+        scheduler = loop.scheduler  # every step: plain counters, not the stats model
+        made = scheduler.generated_tokens
+        new_tokens, self._tokens_reported = made - self._tokens_reported, made
+        self.events.step(len(plan.decodes), scheduler.get_request_counts()[1], new_tokens)
 
     # ------------------------------------------------------------- validation
     def check_audio(self, audio: Audio, name: str = "audio") -> Audio:

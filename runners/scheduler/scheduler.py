@@ -139,6 +139,11 @@ class Scheduler:
         with self._lock:
             return len(self.running), len(self.waiting)
 
+    @property
+    def generated_tokens(self) -> int:
+        """Ids delivered since start."""
+        return self._generated
+
     def has_work(self) -> bool:
         with self._lock:
             return bool(self.running or self.waiting or self._abort_ids)
