@@ -22,14 +22,8 @@ import numpy as np
 import torch
 
 from runners.streaming import DEFAULT_CONTEXT, StreamingDecoder
+from runners.tiny import random_codec_ids
 from runners.token2wav import Token2Wav
-
-
-def codec_ids(n: int, seed: int) -> list[int]:
-    g = torch.Generator().manual_seed(seed)
-    vq02 = torch.randint(0, 1024, (n,), generator=g).tolist()
-    vq06 = (1024 + torch.randint(0, 4096, (n,), generator=g)).tolist()
-    return [vq02[i] if i % 5 < 2 else vq06[i] for i in range(n)]
 
 
 def band_db(x: np.ndarray, n_fft: int = 1024, hop: int = 480, n_bands: int = 32) -> torch.Tensor:
@@ -60,8 +54,8 @@ def main() -> None:
         decoder_dir = args.decoder_dir
     t2w = Token2Wav(decoder_dir, device=args.device)
     n_ids = int(args.seconds * 25 / 3 * 5)
-    ids = codec_ids(n_ids, 4)
-    prompt = codec_ids(int(args.prompt_seconds * 25 / 3 * 5), 1)
+    ids = random_codec_ids(n_ids, 4)
+    prompt = random_codec_ids(int(args.prompt_seconds * 25 / 3 * 5), 1)
     prompt_mel = torch.randn(1, int(args.prompt_seconds * 50) + 7, 80, generator=torch.Generator().manual_seed(2))
     speaker = torch.randn(1, 192, generator=torch.Generator().manual_seed(3))
     context = None if args.context == "none" else int(args.context)

@@ -7,32 +7,17 @@ import math
 import pytest
 import torch
 
-from runners.model_store import DECODER_DIR, LLM_DIR
+from runners.tiny import random_codec_ids
 from runners.token2wav import Token2Wav, check_speed, scaled_length, time_scale_mel
 
 
-@pytest.fixture(scope="module")
-def t2w(tmp_path_factory: pytest.TempPathFactory) -> Token2Wav:
-    from runners.tiny import build_tiny_model_root
-
-    root = build_tiny_model_root(tmp_path_factory.mktemp("tiny-speed"), seed=0, parts=("decoder",))
-    return Token2Wav(root / LLM_DIR / DECODER_DIR)
-
-
-def _codec_ids(n: int, seed: int) -> list[int]:
-    g = torch.Generator().manual_seed(seed)
-    vq02 = torch.randint(0, 1024, (n,), generator=g).tolist()
-    vq06 = (1024 + torch.randint(0, 4096, (n,), generator=g)).tolist()
-    return [vq02[i] if i % 5 < 2 else vq06[i] for i in range(n)]
-
-
-PROMPT = _codec_ids(40, 1)
+PROMPT = random_codec_ids(40, 1)
 PROMPT_MEL = torch.randn(1, 50, 80, generator=torch.Generator().manual_seed(2))
 SPEAKER = torch.randn(1, 192, generator=torch.Generator().manual_seed(3))
 
 
 def test_speed_two_halves_and_speed_half_doubles_the_duration(t2w: Token2Wav) -> None:
-    ids = _codec_ids(250, 4)  # 150 frame pairs = 6 s
+    ids = random_codec_ids(250, 4)  # 150 frame pairs = 6 s
     normal = t2w.synthesize(ids, PROMPT, PROMPT_MEL, SPEAKER, seed=5)
     fast = t2w.synthesize(ids, PROMPT, PROMPT_MEL, SPEAKER, seed=5, speed=2.0)
     slow = t2w.synthesize(ids, PROMPT, PROMPT_MEL, SPEAKER, seed=5, speed=0.5)
@@ -46,7 +31,7 @@ def test_speed_two_halves_and_speed_half_doubles_the_duration(t2w: Token2Wav) ->
 
 
 def test_odd_lengths_round_to_the_nearest_frame(t2w: Token2Wav) -> None:
-    ids = _codec_ids(20, 6)  # 12 frame pairs = 24 mel frames
+    ids = random_codec_ids(20, 6)  # 12 frame pairs = 24 mel frames
     for speed, frames in ((1.5, 16), (3.0, 8), (4.0, 6), (0.25, 96), (0.7, 34)):
         out = t2w.synthesize(ids, PROMPT, PROMPT_MEL, SPEAKER, seed=1, speed=speed)
         assert out.mel.size(-1) == frames == scaled_length(24, speed)
@@ -54,7 +39,7 @@ def test_odd_lengths_round_to_the_nearest_frame(t2w: Token2Wav) -> None:
 
 
 def test_speed_one_is_the_untouched_path(t2w: Token2Wav) -> None:
-    ids = _codec_ids(60, 7)
+    ids = random_codec_ids(60, 7)
     default = t2w.synthesize(ids, PROMPT, PROMPT_MEL, SPEAKER, seed=2)
     explicit = t2w.synthesize(ids, PROMPT, PROMPT_MEL, SPEAKER, seed=2, speed=1.0)
     assert torch.equal(default.waveform, explicit.waveform) and torch.equal(default.mel, explicit.mel)
@@ -77,7 +62,7 @@ def test_pitch_stays_while_the_duration_changes(t2w: Token2Wav) -> None:
     frame's spectrum, so the median F0 of the voiced frames stays (a resampled waveform would move
     it by the speed factor). The tiny random vocoder's waveform is too noise-like for a robust
     dominant-frequency estimate, so the check reads the vocoder's own F0."""
-    ids = _codec_ids(600, 1)  # 14.4 s
+    ids = random_codec_ids(600, 1)  # 14.4 s
     medians = {}
     for speed in (1.0, 2.0, 0.5):
         mel = t2w.synthesize(ids, PROMPT, PROMPT_MEL, SPEAKER, seed=1, speed=speed).mel
@@ -91,7 +76,7 @@ def test_pitch_stays_while_the_duration_changes(t2w: Token2Wav) -> None:
 @pytest.mark.parametrize("bad", [0.0, 0.2, 4.01, 10, -1.0, float("nan"), float("inf")])
 def test_out_of_range_speed_is_a_clear_value_error(t2w: Token2Wav, bad: float) -> None:
     with pytest.raises(ValueError, match=r"speed must be between 0.25 and 4.0"):
-        t2w.synthesize(_codec_ids(10, 1), PROMPT, PROMPT_MEL, SPEAKER, speed=bad)
+        t2w.synthesize(random_codec_ids(10, 1), PROMPT, PROMPT_MEL, SPEAKER, speed=bad)
 
 
 def test_the_range_ends_are_allowed() -> None:

@@ -20,28 +20,13 @@ import numpy as np
 import pytest
 import torch
 
-from runners.model_store import DECODER_DIR, LLM_DIR
 from runners.streaming import StreamingDecoder
+from runners.tiny import random_codec_ids
 from runners.token2wav import Token2Wav, time_scale_mel
 from runners.tokens import to_frame_pairs
 
 
-@pytest.fixture(scope="module")
-def t2w(tmp_path_factory: pytest.TempPathFactory) -> Token2Wav:
-    from runners.tiny import build_tiny_model_root
-
-    root = build_tiny_model_root(tmp_path_factory.mktemp("tiny-stream"), seed=0, parts=("decoder",))
-    return Token2Wav(root / LLM_DIR / DECODER_DIR)
-
-
-def _codec_ids(n: int, seed: int) -> list[int]:
-    g = torch.Generator().manual_seed(seed)
-    vq02 = torch.randint(0, 1024, (n,), generator=g).tolist()
-    vq06 = (1024 + torch.randint(0, 4096, (n,), generator=g)).tolist()
-    return [vq02[i] if i % 5 < 2 else vq06[i] for i in range(n)]
-
-
-PROMPT = _codec_ids(100, 1)  # 60 frame pairs
+PROMPT = random_codec_ids(100, 1)  # 60 frame pairs
 PROMPT_MEL = torch.randn(1, 113, 80, generator=torch.Generator().manual_seed(2))
 SPEAKER = torch.randn(1, 192, generator=torch.Generator().manual_seed(3))
 
@@ -72,7 +57,7 @@ def _snr_db(x: torch.Tensor | np.ndarray, ref: torch.Tensor | np.ndarray) -> flo
 
 @pytest.mark.parametrize("n_ids", [23, 30, 250, 253])
 def test_stream_has_exactly_the_length_of_the_whole_call(t2w: Token2Wav, n_ids: int) -> None:
-    ids = _codec_ids(n_ids, 4)
+    ids = random_codec_ids(n_ids, 4)
     pieces, _ = _stream(t2w, ids, seed=3)
     whole = t2w.synthesize(ids, PROMPT, PROMPT_MEL, SPEAKER, seed=3).waveform
     assert all(p.dtype == np.float32 and p.ndim == 1 and p.size for p in pieces)
@@ -80,7 +65,7 @@ def test_stream_has_exactly_the_length_of_the_whole_call(t2w: Token2Wav, n_ids: 
 
 
 def test_first_piece_comes_after_fifteen_frames_plus_lookahead(t2w: Token2Wav) -> None:
-    ids = _codec_ids(200, 5)
+    ids = random_codec_ids(200, 5)
     dec = StreamingDecoder(t2w, PROMPT, PROMPT_MEL, SPEAKER, seed=1)
     # 29 ids = 5 whole groups = 15 frame pairs, the lookahead is still missing
     assert dec.push(ids[:29]) == []
@@ -93,7 +78,7 @@ def test_first_piece_comes_after_fifteen_frames_plus_lookahead(t2w: Token2Wav) -
 
 
 def test_chunks_follow_the_schedule(t2w: Token2Wav) -> None:
-    ids = _codec_ids(5 * 60, 6)  # 180 frame pairs
+    ids = random_codec_ids(5 * 60, 6)  # 180 frame pairs
     _, dec = _stream(t2w, ids, step=11, seed=2)
     assert [c.frames for c in dec.timings] == [15, 24, 48, 48, 45]  # 15+24+48+48 = 135, then the flush
     assert all(c.flow_seconds > 0 for c in dec.timings)
@@ -102,7 +87,7 @@ def test_chunks_follow_the_schedule(t2w: Token2Wav) -> None:
 
 
 def test_how_ids_arrive_does_not_change_the_audio(t2w: Token2Wav) -> None:
-    ids = _codec_ids(260, 7)
+    ids = random_codec_ids(260, 7)
     one_by_one, _ = _stream(t2w, ids, step=1, seed=4)
     all_at_once, _ = _stream(t2w, ids, step=len(ids), seed=4)
     odd, _ = _stream(t2w, ids, step=13, seed=4)
@@ -111,7 +96,7 @@ def test_how_ids_arrive_does_not_change_the_audio(t2w: Token2Wav) -> None:
 
 
 def test_streams_keep_their_own_state(t2w: Token2Wav) -> None:
-    ids_a, ids_b = _codec_ids(200, 8), _codec_ids(170, 9)
+    ids_a, ids_b = random_codec_ids(200, 8), random_codec_ids(170, 9)
     alone_a, _ = _stream(t2w, ids_a, step=10, seed=5)
     alone_b, _ = _stream(t2w, ids_b, step=10, seed=6)
     dec_a = StreamingDecoder(t2w, PROMPT, PROMPT_MEL, SPEAKER, seed=5)
@@ -130,7 +115,7 @@ def test_streams_keep_their_own_state(t2w: Token2Wav) -> None:
 def test_streams_in_threads_at_once_match_each_alone(t2w: Token2Wav) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
-    jobs = [(_codec_ids(120 + 15 * k, 20 + k), k) for k in range(3)]
+    jobs = [(random_codec_ids(120 + 15 * k, 20 + k), k) for k in range(3)]
     # "alone" also runs in a pool thread: torch's intra-op thread count is per thread, and a new
     # thread gets the default, so main-thread numbers could differ in the last bits from any worker's
     with ThreadPoolExecutor(1) as pool:
@@ -143,7 +128,7 @@ def test_streams_in_threads_at_once_match_each_alone(t2w: Token2Wav) -> None:
 
 @pytest.mark.parametrize("seed", [4, 5])
 def test_stream_is_close_to_the_whole_call_of_the_same_seed(t2w: Token2Wav, seed: int) -> None:
-    ids = _codec_ids(400, seed)  # 240 frame pairs = 9.6 s: five chunks
+    ids = random_codec_ids(400, seed)  # 240 frame pairs = 9.6 s: five chunks
     pieces, dec = _stream(t2w, ids, seed=seed)
     whole = t2w.synthesize(ids, PROMPT, PROMPT_MEL, SPEAKER, seed=seed)
     other_seed = t2w.synthesize(ids, PROMPT, PROMPT_MEL, SPEAKER, seed=seed + 100).waveform.numpy()
@@ -175,7 +160,7 @@ class _ReferenceFlow:
 
 @pytest.mark.parametrize("speed", [1.0, 1.7, 0.6])
 def test_vocoding_in_pieces_equals_vocoding_the_whole_mel(t2w: Token2Wav, speed: float) -> None:
-    ids = _codec_ids(300, 10)
+    ids = random_codec_ids(300, 10)
     whole_mel = t2w.synthesize(ids, PROMPT, PROMPT_MEL, SPEAKER, seed=2).mel
     whole = t2w.synthesize(ids, PROMPT, PROMPT_MEL, SPEAKER, seed=2, speed=speed)
     exact = copy.copy(t2w)
@@ -188,7 +173,7 @@ def test_vocoding_in_pieces_equals_vocoding_the_whole_mel(t2w: Token2Wav, speed:
 
 
 def test_speed_in_the_stream_matches_the_whole_call(t2w: Token2Wav) -> None:
-    ids = _codec_ids(250, 11)
+    ids = random_codec_ids(250, 11)
     for speed in (2.0, 0.5):
         pieces, dec = _stream(t2w, ids, seed=1, speed=speed)
         whole = t2w.synthesize(ids, PROMPT, PROMPT_MEL, SPEAKER, seed=1, speed=speed)
@@ -207,7 +192,7 @@ def test_misuse_is_reported(t2w: Token2Wav) -> None:
     with pytest.raises(ValueError, match="no audio tokens"):
         dec.finish()
     dec = StreamingDecoder(t2w, PROMPT, PROMPT_MEL, SPEAKER)
-    dec.push(_codec_ids(10, 1))
+    dec.push(random_codec_ids(10, 1))
     assert dec.finish() and dec.finish() == []
     with pytest.raises(RuntimeError, match="after finish"):
         dec.push([1])

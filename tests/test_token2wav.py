@@ -8,19 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from runners.model_store import DECODER_DIR, LLM_DIR
 from runners.token2wav import Token2Wav
 from runners.tokens import GROUP_SIZE, TOKENS_PER_SECOND
 
 PARITY = Path(__file__).parent / "data" / "parity" / "flow_mel.npz"
-
-
-@pytest.fixture(scope="module")
-def t2w(tmp_path_factory: pytest.TempPathFactory) -> Token2Wav:
-    from runners.tiny import build_tiny_model_root
-
-    root = build_tiny_model_root(tmp_path_factory.mktemp("tiny-t2w"), seed=0, parts=("decoder",))
-    return Token2Wav(root / LLM_DIR / DECODER_DIR)
 
 
 def _codec_ids(n: int, seed: int) -> list[int]:

@@ -64,3 +64,15 @@ def write_tiny_awq_part(root: Path | str) -> Path:
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return root / AWQ_DIR
+
+
+def random_codec_ids(n: int, seed: int) -> list[int]:
+    """``n`` random codec ids in the LLM's output order (2 vq02 then 3 vq06 per group): decoder input."""
+    import torch
+
+    from runners.tokens import GROUP_SIZE
+
+    g = torch.Generator().manual_seed(seed)
+    vq02 = torch.randint(0, 1024, (n,), generator=g).tolist()
+    vq06 = (1024 + torch.randint(0, 4096, (n,), generator=g)).tolist()
+    return [vq02[i] if i % GROUP_SIZE < 2 else vq06[i] for i in range(n)]
