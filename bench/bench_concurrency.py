@@ -4,7 +4,8 @@ Prints figures, asserts nothing. One run measures everything side by side:
 
 - audio seconds per wall second with N clients sending clones at once, and the ratio to N clones sent
   one after another (serial) in the same run;
-- with ``stream=true``: time to the first audio bytes against the time of the whole request (p50/p95);
+- with ``stream=true``: time to the first audio bytes against the time of the whole request (p50/p95),
+  for one sentence (1 client, then 8 at once) and for a paragraph that is split into sentences;
 - the LLM decode step alone at batch 1, 8 and 16 (ms per step, ids per second).
 
     .venv/bin/python -m bench.bench_concurrency             # tiny random model, this machine
@@ -38,9 +39,15 @@ def tone(seconds: float, rate: int = 16000) -> bytes:
 VOICE = tone(3.0)
 
 
-def clone(url: str, k: int, stream: bool = False) -> tuple[float, float, float]:
+PARAGRAPH = ("This is the first sentence of a short paragraph, spoken in a borrowed voice today. "
+             "The second sentence follows it closely, with a little more to say than the first one had. "
+             "A third sentence carries the thought along for a while, at an easy and even pace. "
+             "The fourth one closes the paragraph, so that the text runs past three hundred characters.")
+
+
+def clone(url: str, k: int, stream: bool = False, text: str | None = None) -> tuple[float, float, float]:
     """(audio seconds, first-audio seconds, total seconds) of one clone."""
-    data = {"target_text": f"This is request {k}, spoken in a borrowed voice.", "prompt_text": "a test prompt",
+    data = {"target_text": text or f"This is request {k}, spoken in a borrowed voice.", "prompt_text": "a test prompt",
             "seed": str(k), "stream": "true" if stream else "false"}
     start = time.perf_counter()
     first = None
@@ -72,6 +79,16 @@ def burst(url: str, n: int, stream: bool = False, offset: int = 0) -> tuple[floa
     for t in threads:
         t.join()
     return time.perf_counter() - start, results
+
+
+def report_streams(what: str, results: list[tuple[float, float, float]]) -> None:
+    """First audio and first/total of streamed clones, p50 and p95."""
+    firsts = [r[1] for r in results]
+    totals = [r[2] for r in results]
+    ratios = [r[1] / r[2] for r in results]
+    print(f"  {what}: first audio p50 {percentile(firsts, 0.5):.2f} s (p95 {percentile(firsts, 0.95):.2f}) of "
+          f"p50 {percentile(totals, 0.5):.2f} s; first/total p50 {percentile(ratios, 0.5):.2f}, "
+          f"p95 {percentile(ratios, 0.95):.2f}")
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -143,16 +160,18 @@ def main() -> None:
             wall, together = burst(url, n, offset=2000)
             audio = sum(r[0] for r in together)
             print(f"{n:8d} {serial_wall:9.2f} {wall:13.2f} {audio / wall:15.2f} {serial_wall / wall:9.2f}x")
-        wall, streamed = burst(url, 8, stream=True, offset=3000)
-        firsts = [r[1] for r in streamed]
-        ratios = [r[1] / r[2] for r in streamed]
-        single = clone(url, 4000, stream=True)
-        print(f"\nstreaming, 1 client: first audio {single[1]:.2f} s of {single[2]:.2f} s "
-              f"({single[1] / single[2]:.2f} of the request)")
-        print(f"streaming, 8 clients: first audio p50 {percentile(firsts, 0.5):.2f} s, p95 {percentile(firsts, 0.95):.2f} s;"
-              f" first/total p50 {percentile(ratios, 0.5):.2f}, p95 {percentile(ratios, 0.95):.2f}")
+        # The first chunk needs 15 frames + 3 of lookahead = 18 frames = 30 of the answer's ids
+        # (5 ids per 3 frames): for a short answer that alone is a large share of the request.
+        floor = 30 / args.tokens
+        print(f"\nstreaming: the first audio needs 30 of {args.tokens} ids, so first/total >= {floor:.2f} "
+              "before prefill, flow and vocoder")
+        report_streams("1 client, one sentence, 5 in a row", [clone(url, 4000 + k, stream=True) for k in range(5)])
+        report_streams("8 clients at once, one sentence each", burst(url, 8, stream=True, offset=3000)[1])
+        report_streams(f"1 client, a paragraph ({len(PARAGRAPH)} characters: 4 sentences made together), 3 in a row",
+                       [clone(url, 5000 + k, stream=True, text=PARAGRAPH) for k in range(3)])
         stats = httpx.get(f"{url}/status", timeout=10).json()["scheduler"]
-        print(f"scheduler: {stats['steps']} steps, {stats['generated_tokens']} ids, {stats['finished']} finished")
+        print(f"scheduler: {stats['steps']} steps, {stats['generated_tokens']} ids, {stats['finished']} finished, "
+              f"{stats['prefix_hits']} prompt heads copied ({stats['prefill_tokens_reused']} prefill ids saved)")
     decode_steps(root, (1, 8, 16))
 
 
