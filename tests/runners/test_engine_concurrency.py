@@ -165,3 +165,12 @@ def test_requests_in_one_voice_prefill_its_system_turn_once(engine: EditXEngine)
     np.testing.assert_array_equal(again.samples, first.samples)
     race(lambda _: engine.clone(other, "another voice", texts[0], seed=0), 1)  # another voice: computed
     assert engine.scheduler_stats().prefix_hits == stats.prefix_hits + 1  # (only `again` copied)
+
+
+def test_edits_share_the_editing_persona(engine: EditXEngine) -> None:
+    """Every edit prompt starts with the same system turn: after one edit, the others copy it."""
+    race(lambda _: engine.edit(voice(), "some words", "emotion", "happy", seed=0), 1)
+    before = engine.scheduler_stats().prefix_hits
+    edited = race(lambda k: engine.edit(voice(seconds=1.0 + k / 4), "other words", "style", "whisper", seed=k), 2)
+    assert not any(isinstance(r, BaseException) for r in edited), edited
+    assert engine.scheduler_stats().prefix_hits == before + 2
