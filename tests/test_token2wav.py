@@ -86,3 +86,23 @@ def test_rejects_inputs_it_cannot_decode(t2w: Token2Wav) -> None:
         t2w(_codec_ids(5, 1), PROMPT, torch.randn(1, 10, 64), SPEAKER)
     with pytest.raises(ValueError, match="192-d"):
         t2w(_codec_ids(5, 1), PROMPT, PROMPT_MEL, torch.randn(1, 128))
+
+
+def test_an_official_size_random_decoder_has_the_release_dimensions_and_decodes(tmp_path: Path) -> None:
+    """``runners.tiny --official-size``: what the speed benchmarks run must be as large as the release."""
+    from runners.model_store import DECODER_DIR, LLM_DIR
+    from runners.step1.configuration import OFFICIAL_CONFIG
+    from runners.tiny import build_tiny_model_root, random_codec_ids
+    from runners.tiny.step1 import TINY_DIMS, tiny_config_dict
+    from tests.test_decoder_config import OFFICIAL_FLOW_PT_BYTES
+
+    llm = tiny_config_dict(official_size=True)
+    assert {k: llm[k] for k in TINY_DIMS} == {k: OFFICIAL_CONFIG[k] for k in TINY_DIMS}  # 3.5 B (test_step1)
+    root = build_tiny_model_root(tmp_path, parts=("decoder",), official_size=True)
+    big = Token2Wav(root / LLM_DIR / DECODER_DIR)
+    flow_params = sum(p.numel() for p in big.flow.parameters())
+    assert 0 < OFFICIAL_FLOW_PT_BYTES - 4 * flow_params < 400_000  # the released flow.pt holds as many
+    assert big.hift.conv_pre.out_channels == 512  # CosyVoice's 24 kHz HiFT width (the tiny one has 16)
+    out = big.synthesize(random_codec_ids(10, 4), random_codec_ids(10, 1), torch.randn(1, 12, 80),
+                         torch.randn(1, 192), seed=0)
+    assert out.waveform.numel() == 6 * 2 * 480 and bool(torch.isfinite(out.waveform).all())

@@ -3,7 +3,8 @@
 ``python -m runners.tiny DIR`` writes a complete model root offline in seconds:
 the real file names, key names and id layout, with small dimensions. Tests,
 CI and anyone without the real weights run the whole engine on it; its output
-is noise by construction.
+is noise by construction. ``--official-size`` gives the LLM, flow and vocoder the
+release's dimensions instead (as fast as the real model: for measuring speed).
 """
 
 from __future__ import annotations
@@ -17,11 +18,14 @@ ALL_PARTS = ("tokenizer", "step1", "decoder")
 TINY_MARKER = "TINY_RANDOM_WEIGHTS"
 
 
-def build_tiny_model_root(root: Path | str, seed: int = 0, parts: Collection[str] = ALL_PARTS) -> Path:
+def build_tiny_model_root(root: Path | str, seed: int = 0, parts: Collection[str] = ALL_PARTS,
+                          official_size: bool = False) -> Path:
     """Write the parts of a random-weight model root under ``root``; returns the root.
 
     The same seed always gives byte-identical weights, so numbers recorded on a
-    tiny checkpoint (parity data) stay valid.
+    tiny checkpoint (parity data) stay valid. ``official_size`` writes the LLM, the
+    flow and the vocoder at the release's dimensions (the audio tokenizer and the
+    speaker model stay tiny: they run once per prompt audio, whose features are cached).
     """
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
@@ -35,11 +39,11 @@ def build_tiny_model_root(root: Path | str, seed: int = 0, parts: Collection[str
     if "step1" in parts:
         from runners.tiny.step1 import write_step1_part
 
-        write_step1_part(root / LLM_DIR, seed=seed)
+        write_step1_part(root / LLM_DIR, seed=seed, official_size=official_size)
     if "decoder" in parts:
         from runners.tiny.decoder import write_decoder_part
 
-        write_decoder_part(root / LLM_DIR / DECODER_DIR, seed=seed)
+        write_decoder_part(root / LLM_DIR / DECODER_DIR, seed=seed, official_size=official_size)
     (root / TINY_MARKER).write_text("random weights written by runners.tiny: output is noise\n")
     return root
 

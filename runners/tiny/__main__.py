@@ -1,4 +1,4 @@
-"""``python -m runners.tiny DIR [--seed N]``: write a tiny random model root."""
+"""``python -m runners.tiny DIR [--seed N] [--official-size]``: write a random model root."""
 
 from __future__ import annotations
 
@@ -13,12 +13,15 @@ def main() -> None:
     parser.add_argument("root", help="folder to write the model root into")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--awq", action="store_true", help="also write Step-Audio-EditX-AWQ-4bit/ (W4A16)")
+    parser.add_argument("--official-size", action="store_true",
+                        help="the LLM (3.5 B, 7 GB), flow and vocoder at the release's dimensions, for speed figures")
     args = parser.parse_args()
     start = time.perf_counter()
-    root = build_tiny_model_root(args.root, seed=args.seed)
+    root = build_tiny_model_root(args.root, seed=args.seed, official_size=args.official_size)
     if args.awq:
         write_tiny_awq_part(root)
-    print(f"tiny model root written to {root} in {time.perf_counter() - start:.1f} s")
+    size = "official-size" if args.official_size else "tiny"
+    print(f"{size} random model root written to {root} in {time.perf_counter() - start:.1f} s")
 
 
 if __name__ == "__main__":

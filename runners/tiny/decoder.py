@@ -179,14 +179,18 @@ def write_flow(path: Path, cfg: FlowConfig, seed: int) -> bytes:
     return data
 
 
-def write_decoder_part(decoder_dir: Path, seed: int = 0) -> None:
-    """Write the whole tiny decoder folder (yaml, flow.pt, hift.pt, campplus.onnx, FLOW_VERSION)."""
-    from runners.tiny.vocoder import tiny_hift_section, write_campplus, write_hift
+def write_decoder_part(decoder_dir: Path, seed: int = 0, official_size: bool = False) -> None:
+    """Write the whole tiny decoder folder (yaml, flow.pt, hift.pt, campplus.onnx, FLOW_VERSION).
+
+    ``official_size``: the flow and the vocoder at the release's dimensions (the speaker model stays
+    tiny: it runs once per prompt audio).
+    """
+    from runners.tiny.vocoder import official_hift_section, tiny_hift_section, write_campplus, write_hift
 
     decoder_dir = Path(decoder_dir)
     decoder_dir.mkdir(parents=True, exist_ok=True)
-    hift = tiny_hift_section()
-    text = render_decoder_yaml(TINY_FLOW, hift)
+    hift = official_hift_section() if official_size else tiny_hift_section()
+    text = render_decoder_yaml(OFFICIAL_FLOW if official_size else TINY_FLOW, hift)
     cfg = parse_decoder_config(text)  # the writer proves its own yaml reads back
     (decoder_dir / CONFIG_FILE).write_text(text, encoding="utf-8")
     flow_bytes = write_flow(decoder_dir / "flow.pt", cfg.flow, seed)

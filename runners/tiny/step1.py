@@ -78,8 +78,9 @@ Numbers like 1, 2, 3, 42 and 2025 appear too; so do commas, periods and question
 """
 
 
-def tiny_config_dict() -> dict[str, Any]:
-    """config.json of the tiny model: the official fields, small dimensions."""
+def tiny_config_dict(official_size: bool = False) -> dict[str, Any]:
+    """config.json of the tiny model: the official fields, small dimensions (or the official ones)."""
+    dims = {name: OFFICIAL_CONFIG[name] for name in TINY_DIMS} if official_size else TINY_DIMS
     return {
         "architectures": ["Step1ForCausalLM"],
         "auto_map": {
@@ -87,7 +88,7 @@ def tiny_config_dict() -> dict[str, Any]:
             "AutoModelForCausalLM": "modeling_step1.Step1ForCausalLM",
         },
         "model_type": "step1",
-        **TINY_DIMS,
+        **dims,
         "max_seq_len": OFFICIAL_CONFIG["max_seq_len"],
         "vocab_size": OFFICIAL_CONFIG["vocab_size"],
         "rms_norm_eps": OFFICIAL_CONFIG["rms_norm_eps"],
@@ -243,11 +244,15 @@ def tokenizer_config_dict(vocab_size: int = OFFICIAL_CONFIG["vocab_size"]) -> di
     }
 
 
-def write_step1_part(llm_dir: Path, seed: int = 0) -> None:
-    """Write the tiny Step1 files into ``llm_dir`` (the ``Step-Audio-EditX`` folder)."""
+def write_step1_part(llm_dir: Path, seed: int = 0, official_size: bool = False) -> None:
+    """Write the tiny Step1 files into ``llm_dir`` (the ``Step-Audio-EditX`` folder).
+
+    ``official_size`` writes the official dimensions (3.5 B parameters, 7 GB in bf16): a model as
+    fast as the real one, for speed measurements.
+    """
     llm_dir = Path(llm_dir)
     llm_dir.mkdir(parents=True, exist_ok=True)
-    config = tiny_config_dict()
+    config = tiny_config_dict(official_size)
     (llm_dir / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     tensors = _random_weights(config, seed)
     save_file(tensors, str(llm_dir / WEIGHTS_FILE), metadata={"format": "pt"})
