@@ -77,7 +77,7 @@ class ServingCore:
         self.lm, self.t2w = lm, t2w
         runner = LLMRunner(lm, max_batch, cfg.max_total_tokens, decode=decode_function(lm, graphs, max_batch),
                            prefix_tokens=cfg.prefix_cache_tokens)
-        scheduler = Scheduler(max_batch, cfg.max_queue, eos_id=lm.eos_id, prefix_cached=runner.prefix_cached)
+        scheduler = Scheduler(max_batch, cfg.max_queue, eos_id=lm.eos_id, prefix_cached=runner.prefix_lookup)
         self.loop = EngineLoop(runner, scheduler, sync_every=4 if lm.device.type == "cuda" else 1).start()
         self.decode_lock = threading.Lock()
 

@@ -202,7 +202,7 @@ class EditXEngine(EngineLifecycle):
         runner = LLMRunner(llm, cfg.max_batch, cfg.max_total_tokens, decode=decode,
                            prefix_tokens=cfg.prefix_cache_tokens)
         scheduler = Scheduler(cfg.max_batch, cfg.max_queue, PREFILL_TOKENS_PER_STEP, eos_id=llm.eos_id,
-                              prefix_cached=runner.prefix_cached if runner.prefixes is not None else None)
+                              prefix_cached=runner.prefix_lookup)
         sync_every = 4 if self.device.type == "cuda" else 1
         self._tokens_reported = 0
         self._loop = EngineLoop(runner, scheduler, sync_every=sync_every, on_step=self._on_step).start()

@@ -49,7 +49,7 @@ class LLMRunner:
     """Runs planned steps on :class:`runners.llm.Step1LM` with a preallocated slot cache.
 
     With ``prefix_tokens`` > 0 it keeps a :class:`PrefixStore` of shared prompt heads: the
-    scheduler asks :meth:`prefix_cached` and plans copies instead of prefills.
+    scheduler asks :attr:`prefix_lookup` and plans copies instead of prefills.
     """
 
     def __init__(self, lm, slots: int, max_len: int, decode: Callable | None = None,  # noqa: ANN001
@@ -62,8 +62,10 @@ class LLMRunner:
         self.decode = decode or lm.decode_step  # a CUDA-graph replayer can stand in
         self.prefixes = PrefixStore(prefix_tokens) if prefix_tokens > 0 else None
 
-    def prefix_cached(self, key: bytes) -> bool:
-        return self.prefixes is not None and key in self.prefixes
+    @property
+    def prefix_lookup(self) -> Callable[[bytes], bool] | None:
+        """Whether a head is stored, for the scheduler; None when no store is kept (prompts prefill whole)."""
+        return self.prefixes.__contains__ if self.prefixes is not None else None
 
     def execute(self, plan: SchedulerOutput) -> StepTokens:
         request_ids: list[str] = []
