@@ -19,13 +19,14 @@ import io
 import os
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import httpx
 import numpy as np
 import soundfile as sf
+
+from bench.common import at_once, percentile
 
 
 def tone(seconds: float, rate: int = 16000) -> bytes:
@@ -65,20 +66,7 @@ def clone(url: str, k: int, stream: bool = False, text: str | None = None) -> tu
 
 
 def burst(url: str, n: int, stream: bool = False, offset: int = 0) -> tuple[float, list[tuple[float, float, float]]]:
-    results: list[tuple[float, float, float]] = [(0.0, 0.0, 0.0)] * n
-    barrier = threading.Barrier(n)
-
-    def run(i: int) -> None:
-        barrier.wait()
-        results[i] = clone(url, offset + i, stream)
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
-    start = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return time.perf_counter() - start, results
+    return at_once([lambda i=i: clone(url, offset + i, stream) for i in range(n)])
 
 
 def report_streams(what: str, results: list[tuple[float, float, float]]) -> None:
@@ -89,11 +77,6 @@ def report_streams(what: str, results: list[tuple[float, float, float]]) -> None
     print(f"  {what}: first audio p50 {percentile(firsts, 0.5):.2f} s (p95 {percentile(firsts, 0.95):.2f}) of "
           f"p50 {percentile(totals, 0.5):.2f} s; first/total p50 {percentile(ratios, 0.5):.2f}, "
           f"p95 {percentile(ratios, 0.95):.2f}")
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
 def decode_steps(model_root: Path, batches: tuple[int, ...], steps: int = 30) -> None:

@@ -18,13 +18,13 @@ from __future__ import annotations
 import argparse
 import statistics
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from bench.common import at_once
 from runners.audio import Audio
 from runners.config import EngineConfig
 from runners.engine import SENTENCE_MAX_CHARS, EditXEngine
@@ -39,27 +39,8 @@ def tone(seconds: float, rate: int = 16000) -> Audio:
     return Audio(x.float(), rate)
 
 
-def in_threads(calls: list) -> float:  # noqa: ANN001 - zero-argument callables
-    """Run the calls at once, each in its own thread (as the service does); wall seconds."""
-    barrier = threading.Barrier(len(calls))
-    errors: list[BaseException] = []
-
-    def run(call) -> None:  # noqa: ANN001
-        barrier.wait()
-        try:
-            call()
-        except BaseException as exc:  # noqa: BLE001 - reported below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=run, args=(c,)) for c in calls]
-    start = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    if errors:
-        raise errors[0]
-    return time.perf_counter() - start
+def wall_of(calls: list) -> float:  # noqa: ANN001 - zero-argument callables
+    return at_once(calls)[0]
 
 
 def prefilled(before: SchedulerStats, after: SchedulerStats, prompt_ids: int) -> int:
@@ -81,9 +62,7 @@ def first_audio_seconds(engine: EditXEngine, voice: Audio, text: str, seed: int)
 
 def in_thread(call):  # noqa: ANN001, ANN201 - a zero-argument callable and its result
     """``call()`` in a fresh thread, as the service runs requests (torch's thread count is per thread)."""
-    out: list = []
-    in_threads([lambda: out.append(call())])
-    return out[0]
+    return at_once([call])[1][0]
 
 
 def main() -> None:
@@ -105,7 +84,7 @@ def main() -> None:
     texts = [f"Request number {k} is spoken in the shared voice." for k in range(args.clients)]
     long_text = " ".join(f"This is sentence {k} of a long text, and it goes on for a while." for k in range(48))
     for engine in engines.values():  # warm up: prompt features cached, the head stored where it can be
-        in_threads([lambda e=engine: e.clone(voice, "a voice prompt", "Warming up.", seed=0)])
+        wall_of([lambda e=engine: e.clone(voice, "a voice prompt", "Warming up.", seed=0)])
     reference = engines["store on"]
     prompt = reference.prepare(voice)
 
@@ -124,10 +103,10 @@ def main() -> None:
     for _ in range(args.rounds):
         for name, engine in engines.items():
             before = engine.scheduler_stats()
-            walls[name]["burst"].append(in_threads(
+            walls[name]["burst"].append(wall_of(
                 [lambda k=k, e=engine: e.clone(voice, "a voice prompt", texts[k], seed=k) for k in range(args.clients)]))
             mid = engine.scheduler_stats()
-            walls[name]["long"].append(in_threads([lambda e=engine: e.clone(voice, "a voice prompt", long_text, seed=1)]))
+            walls[name]["long"].append(wall_of([lambda e=engine: e.clone(voice, "a voice prompt", long_text, seed=1)]))
             after = engine.scheduler_stats()
             ids[name]["burst"] = prefilled(before, mid, burst_ids)
             ids[name]["long"] = prefilled(mid, after, long_ids)

@@ -31,11 +31,11 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
+from bench.common import at_once, percentile
 from runners.config import EngineConfig
 from runners.cuda_graphs import decode_function
 from runners.llm import Step1LM
@@ -115,29 +115,6 @@ class ServingCore:
 
     def stop(self) -> None:
         self.loop.stop()
-
-
-def at_once(calls: list[Callable[[], tuple[float, float, float]]]) -> tuple[float, list[tuple[float, float, float]]]:
-    """Run the calls together, each in its own thread; (wall seconds, results in order)."""
-    results: list[tuple[float, float, float]] = [(0.0, 0.0, 0.0)] * len(calls)
-    barrier = threading.Barrier(len(calls))
-
-    def run(i: int) -> None:
-        barrier.wait()
-        results[i] = calls[i]()
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
-    start = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return time.perf_counter() - start, results
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
 def decode_steps(lm: Step1LM, graphs: str, batches: tuple[int, ...], prompt: int = 500, steps: int = 30) -> None:
