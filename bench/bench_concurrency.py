@@ -138,7 +138,8 @@ def main() -> None:
         print(f"{'clients':>8} {'serial s':>9} {'concurrent s':>13} {'audio s/wall s':>15} {'vs serial':>10}")
         for n in levels:
             start = time.perf_counter()
-            serial = [clone(url, 1000 + i) for i in range(n)]
+            for i in range(n):
+                clone(url, 1000 + i)
             serial_wall = time.perf_counter() - start
             wall, together = burst(url, n, offset=2000)
             audio = sum(r[0] for r in together)
