@@ -138,7 +138,8 @@ def test_cached_decoding_gives_the_uncached_logits(lm: Step1LM) -> None:
     with torch.inference_mode():
         full = lm.model(ids, use_cache=False).logits
         out = lm.model(ids[:, :16], use_cache=True)
-        pieces, cache = [out.logits], out.cache
+        # the output's cache field is `cache` from transformers 5.24 on, `past_key_values` before
+        pieces, cache = [out.logits], out.cache if hasattr(out, "cache") else out.past_key_values
         for t in range(16, 24):
             out = lm.model(ids[:, t : t + 1], cache=cache, use_cache=True)
             pieces.append(out.logits)

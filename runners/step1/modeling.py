@@ -28,6 +28,10 @@ from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutpu
 
 from runners.step1.configuration import Step1Config
 
+# The outputs' cache field is ``cache`` from transformers 5.24 on, ``past_key_values`` before (5.17
+# is what the GPU machines' image holds): fill whichever this transformers has.
+_CACHE_FIELD = "cache" if "cache" in BaseModelOutputWithPast.__dataclass_fields__ else "past_key_values"
+
 
 def alibi_slopes(num_heads: int) -> torch.Tensor:
     """The standard ALiBi slope per head, float32, shape (num_heads,).
@@ -245,8 +249,8 @@ class Step1Model(Step1PreTrainedModel):
             all_hidden.append(hidden)
         return BaseModelOutputWithPast(
             last_hidden_state=hidden,
-            cache=cache if use_cache else None,
             hidden_states=tuple(all_hidden) if output_hidden_states else None,
+            **{_CACHE_FIELD: cache if use_cache else None},
         )
 
 
@@ -298,7 +302,8 @@ class Step1ForCausalLM(Step1PreTrainedModel, GenerationMixin):
         if logits_to_keep:
             hidden = hidden[:, -logits_to_keep:, :]
         logits = self.lm_head(hidden)
-        return CausalLMOutputWithPast(logits=logits, cache=out.cache, hidden_states=out.hidden_states)
+        return CausalLMOutputWithPast(logits=logits, hidden_states=out.hidden_states,
+                                      **{_CACHE_FIELD: getattr(out, _CACHE_FIELD)})
 
 
 def register_step1() -> None:
