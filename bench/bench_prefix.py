@@ -21,7 +21,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from bench.common import at_once
@@ -31,12 +30,7 @@ from runners.engine import SENTENCE_MAX_CHARS, EditXEngine
 from runners.prompts import system_turn_length
 from runners.scheduler import SchedulerStats
 from runners.text_split import split_text
-
-
-def tone(seconds: float, rate: int = 16000) -> Audio:
-    t = torch.arange(int(seconds * rate)) / rate
-    x = 0.4 * torch.sin(2 * np.pi * 160 * t + 2 * torch.sin(2 * np.pi * 4 * t)) * (0.6 + 0.4 * torch.sin(2 * np.pi * 3 * t))
-    return Audio(x.float(), rate)
+from tests.test_engine import voice as tone
 
 
 def wall_of(calls: list) -> float:  # noqa: ANN001 - zero-argument callables
@@ -80,7 +74,7 @@ def main() -> None:
     common = dict(model_path=str(root), max_new_tokens=args.tokens, cache_dir="", max_batch=max(16, args.clients))
     engines = {"store on": EditXEngine(EngineConfig(**common)).load(),
                "store off": EditXEngine(EngineConfig(**common, prefix_cache_tokens=0)).load()}
-    voice = tone(args.voice_seconds)
+    voice = tone(args.voice_seconds)  # a voiced, modulated tone: the tests' prompt audio
     texts = [f"Request number {k} is spoken in the shared voice." for k in range(args.clients)]
     long_text = " ".join(f"This is sentence {k} of a long text, and it goes on for a while." for k in range(48))
     for engine in engines.values():  # warm up: prompt features cached, the head stored where it can be

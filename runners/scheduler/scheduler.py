@@ -173,8 +173,8 @@ class Scheduler:
             request.scheduled_decodes += 1
         for chunk in out.prefills:
             chunk.request.prefilled = chunk.end
-            if chunk.completes_prefix and self._prefix_owners.get(chunk.request.prefix_key) is chunk.request:
-                del self._prefix_owners[chunk.request.prefix_key]  # stored by the runner in this step
+            if chunk.completes_prefix:
+                self._disown_prefix(chunk.request)  # the runner stores the head in this step
             if chunk.last:
                 chunk.request.status = RequestStatus.RUNNING
         self._steps += 1
@@ -210,6 +210,11 @@ class Scheduler:
             out.prefills.append(PrefillChunk(request, position, end))
             position = end
         return position - start
+
+    def _disown_prefix(self, request: GenerationRequest) -> None:
+        """``request`` no longer computes its head for the others (done, or gone)."""
+        if request.shares_prefix and self._prefix_owners.get(request.prefix_key) is request:
+            del self._prefix_owners[request.prefix_key]
 
     def _apply_aborts(self) -> list[GenerationRequest]:
         gone: list[GenerationRequest] = []
@@ -274,8 +279,7 @@ class Scheduler:
         return victims
 
     def _release(self, request: GenerationRequest) -> None:
-        if request.shares_prefix and self._prefix_owners.get(request.prefix_key) is request:
-            del self._prefix_owners[request.prefix_key]  # the next request with this head computes it
+        self._disown_prefix(request)  # leaving mid-head: the next request with this head computes it
         if request in self.running:
             self.running.remove(request)
         if request.slot is not None:
