@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from runners.errors import InvalidInputError
 from runners.decoder_config import CONFIG_FILE, DecoderConfig, load_decoder_config
 from runners.flow import CausalMaskedDiffWithXvec
 from runners.tokens import to_frame_pairs
@@ -68,10 +69,18 @@ def align_prompt_mel(prompt_mel: torch.Tensor, frames: int) -> torch.Tensor:
 
 
 def check_speed(speed: float) -> float:
-    """``speed`` as a float, or a ValueError that names the allowed range."""
-    value = float(speed)
+    """``speed`` as a float in 0.25–4, or an InvalidInputError (a ValueError) naming the range.
+
+    The one speed check: the preparation stage calls it before anything runs, the decoders
+    again as a guard.
+    """
+    try:
+        value = float(speed)
+    except (TypeError, ValueError):
+        value = math.nan
     if not math.isfinite(value) or not MIN_SPEED <= value <= MAX_SPEED:
-        raise ValueError(f"speed must be between {MIN_SPEED} and {MAX_SPEED} (1.0 = unchanged), got {speed!r}")
+        raise InvalidInputError(f"speed must be between {MIN_SPEED:g} and {MAX_SPEED:g} (1.0 = unchanged), "
+                                f"got {speed!r}", field="speed")
     return value
 
 

@@ -61,13 +61,13 @@ def test_every_edit_type_runs(engine: EditXEngine, spec) -> None:
 
 def test_three_edit_iterations_run_three_passes(engine: EditXEngine, monkeypatch: pytest.MonkeyPatch) -> None:
     seen: list[int] = []
-    real_prepare = engine.prepare
+    real_prepare = engine.prep.features
 
     def spy(audio: Audio):
         seen.append(audio.sample_rate)
         return real_prepare(audio)
 
-    monkeypatch.setattr(engine, "prepare", spy)
+    monkeypatch.setattr(engine.prep, "features", spy)
     stages: list[str] = []
     out = engine.edit(voice(), "Hello there.", "style", "whisper", n_edit_iter=3, seed=2,
                       progress=lambda stage, frac: stages.append(stage))

@@ -7,7 +7,8 @@ import re
 import numpy as np
 import pytest
 
-from runners.text_split import DEFAULT_MAX_CHARS, CrossfadeJoiner, join_with_crossfade, split_sentences, split_text
+from runners.pipeline.crossfade import CrossfadeJoiner, join_with_crossfade
+from runners.text_split import DEFAULT_MAX_CHARS, split_sentences, split_text
 
 
 def _bare(text: str) -> str:

@@ -92,10 +92,9 @@ def router(backend: BackendProvider) -> APIRouter:
             raise InvalidInputError("timestamp_granularities needs response_format=verbose_json",
                                     field="timestamp_granularities")
         require_ready(engine)
-        clip = engine.check_audio(read_audio(file, "file", engine.config.max_upload_bytes), "file")
-        result = engine.transcriber.transcribe_detailed(
-            clip, language or None, initial_prompt=prompt or None, temperature=temperature, word_timestamps=words,
-        )
+        clip = read_audio(file, "file", engine.config.max_upload_bytes)
+        result = engine.transcribe_detailed(clip, language or None, field_name="file", initial_prompt=prompt or None,
+                                            temperature=temperature, word_timestamps=words)
         if response_format == "text":
             return PlainTextResponse(result.text + "\n")
         if response_format == "srt":
