@@ -87,18 +87,30 @@ def _close_when_idle(source: Any) -> None:
         _close_when_idle(source)
 
 
-async def relay(request: Request | None, source: Iterator[bytes]) -> AsyncIterator[bytes]:
-    """Pull each piece in a worker thread; when we stop (done, client gone, cancelled) close the source."""
+async def relay(request: Request | None, source: Iterator[bytes],
+                on_stop: Callable[[], None] | None = None) -> AsyncIterator[bytes]:
+    """Pull each piece in a worker thread; when we stop (done, client gone, cancelled) close the source.
+
+    ``on_stop`` runs first (it sets the job's cancel event: a step that is busy in its thread, such as
+    a whole clone before its edit passes, is aborted instead of finished for nobody).
+    """
     try:
         while True:
-            if await client_gone(request):
-                log.info("client disconnected mid-stream: aborting its request", extra={"stage": "request"})
-                return
-            piece = await anyio.to_thread.run_sync(next, source, _END)
+            # The next piece is made in a worker thread while the connection is watched: a client that
+            # leaves while nothing is sent (a long first step) is noticed within DISCONNECT_POLL_S.
+            task = asyncio.ensure_future(anyio.to_thread.run_sync(next, source, _END))
+            while not task.done():
+                done, _ = await asyncio.wait({task}, timeout=DISCONNECT_POLL_S)
+                if not done and await client_gone(request):
+                    log.info("client disconnected mid-stream: aborting its request", extra={"stage": "request"})
+                    return
+            piece = task.result()
             if piece is _END:
                 return
             yield piece  # type: ignore[misc]
     finally:
+        if on_stop is not None:
+            on_stop()
         if getattr(source, "gi_running", False):  # a step still runs in its thread: close after it
             threading.Thread(target=_close_when_idle, args=(source,), name="editx-close-stream", daemon=True).start()
         else:
@@ -135,13 +147,13 @@ async def answer_job(request: Request | None, engine: "EditXEngine", job: Job, *
     check_stream_format(stream, fmt)
     extra = headers or {}
     if stream:
-        chunks: JobStream = await anyio.to_thread.run_sync(lambda: engine.run(job, stream=True))
+        cancel = threading.Event()
+        chunks: JobStream = await anyio.to_thread.run_sync(lambda: engine.run(job, stream=True, cancel=cancel))
         hdrs = {**base_headers(engine.is_tiny, streamed=True), **extra}
         body = encoded(chunks, fmt)
-        if sse is not None:
-            events = sse_events(body, lambda: sse(chunks.tokens))
-            return ClosingStreamingResponse(relay(request, events), media_type="text/event-stream", headers=hdrs)
-        return ClosingStreamingResponse(relay(request, body), media_type=MEDIA_TYPES[fmt], headers=hdrs)
+        source = sse_events(body, lambda: sse(chunks.tokens)) if sse is not None else body
+        media = "text/event-stream" if sse is not None else MEDIA_TYPES[fmt]
+        return ClosingStreamingResponse(relay(request, source, cancel.set), media_type=media, headers=hdrs)
     syn = await run_cancellable(request, lambda cancel: engine.run(job, cancel=cancel).collect())
     hdrs = {**synthesis_headers(syn, engine.is_tiny), **extra}
     if sse is not None:
