@@ -469,3 +469,22 @@ def test_the_pieces_of_a_job_share_their_voice_head() -> None:
     assert chunks_of(runner, "v0") == [(0, 30), (30, 36)]
     assert all(chunks_of(runner, f"v{k}") == [(30, 36)] for k in range(1, 6))
     assert scheduler.make_stats().prefix_hits == 5
+
+
+def test_a_failing_step_ends_every_piece_of_a_job_and_the_loop_goes_idle() -> None:
+    class Broken(FakeRunner):
+        def execute(self, plan: SchedulerOutput) -> StepTokens:
+            raise RuntimeError("out of memory")
+
+    scheduler = Scheduler(max_batch=2, eos_id=EOS)
+    loop = EngineLoop(Broken(), scheduler).start()
+    try:
+        job = loop.submit_job(pieces("long", 50))
+        with pytest.raises(RuntimeError, match="out of memory"):
+            list(job.tokens())
+        assert job.wait(5) and job.pieces_done == 0
+        assert all(r.finish_reason is FinishReason.ERROR for r in job.requests)  # the queued ones too
+        assert not scheduler.has_work() and scheduler.get_job_counts() == (0, 0)
+        assert loop.alive
+    finally:
+        loop.stop()
