@@ -208,8 +208,13 @@ class Scheduler:
     def get_job_counts(self) -> tuple[int, int]:
         """(running, waiting) jobs: with a piece started and pieces not done, and none started yet."""
         with self._lock:
-            started = sum(1 for job in self.jobs if job.started)
-            return started, len(self.jobs) - started
+            return self._job_counts()
+
+    def _job_counts(self) -> tuple[int, int]:
+        # A job whose last piece just ended is not counted even before the loop forgets it.
+        live = [job for job in self.jobs if not job.finished]
+        started = sum(1 for job in live if job.started)
+        return started, len(live) - started
 
     @property
     def generated_tokens(self) -> int:
@@ -413,8 +418,7 @@ class Scheduler:
         with self._lock:
             running, waiting = len(self.running), len(self.waiting) + self._job_pieces_waiting
             places = self._queue_places()
-            jobs_started = sum(1 for job in self.jobs if job.started)
-            jobs_waiting = len(self.jobs) - jobs_started
+            jobs_started, jobs_waiting = self._job_counts()
             pieces_waiting = self._job_pieces_waiting
         now = time.monotonic()
         recent = [(t, n) for t, n in self._recent if now - t <= self._rate_window_s]
