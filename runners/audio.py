@@ -131,6 +131,7 @@ def _decode_sndfile(data: bytes | None, source: object, max_seconds: float) -> A
         reason = str(getattr(exc, "error_string", "") or "").rstrip(".")
         if not reason or reason.startswith("File does not exist"):
             reason = "format not recognised"
+        reason = reason[:1].lower() + reason[1:]  # it continues a sentence: "... decoded (format not recognised)"
         raise AudioDecodeError(f"not a readable audio file ({exc})", reason=reason) from exc
     return found.audio()
 
