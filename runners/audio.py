@@ -132,7 +132,7 @@ def _decode_sndfile(data: bytes | None, source: object, max_seconds: float) -> A
         if not reason or reason.startswith("File does not exist"):
             reason = "format not recognised"
         reason = reason[:1].lower() + reason[1:]  # it continues a sentence: "... decoded (format not recognised)"
-        raise AudioDecodeError(f"not a readable audio file ({exc})", reason=reason) from exc
+        raise AudioDecodeError(f"not a readable audio file ({reason})", reason=reason) from exc
     return found.audio()
 
 
