@@ -124,7 +124,9 @@ def _decode_sndfile(data: bytes | None, source: object, max_seconds: float) -> A
                 if not len(block):
                     break
                 found.add(block.T)
-    except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
+    except AudioDecodeError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - libsndfile's errors, and whatever else odd bytes provoke: FFmpeg tries next
         # error_string is libsndfile's reason without the file name that str(exc) quotes. Its mp3 probe
         # answers "File does not exist ..." for bytes it does not know: a missing file is told by the
         # FFmpeg step (which opens the file itself), so here that means the format.
