@@ -66,18 +66,18 @@ class Generator:
                                  prefix_len=system_turn_length(prompt_ids))
 
     def submit(self, requests: list[GenerationRequest]) -> list[GenerationRequest]:
-        """Queue the pieces of one job together (a full queue refuses them all: 503)."""
+        """Queue the pieces of one step (a long text's sentences) together.
+
+        Several pieces go in as one scheduler job: one queue place however many there are, fed
+        into free slots in order as they open (a full queue refuses them all: 503). One piece is
+        a plain request.
+        """
         loop = self._loop()
         if loop is None:
             raise EngineUnavailableError("the model is not loaded; retry shortly")
-        queued: list[GenerationRequest] = []
-        try:
-            for request in requests:
-                queued.append(loop.submit(request))
-        except BaseException:
-            self.abort(queued)
-            raise
-        return queued
+        if len(requests) == 1:
+            return [loop.submit(requests[0])]
+        return list(loop.submit_job(requests).requests)
 
     def abort(self, requests: list[GenerationRequest]) -> None:
         """Give up requests (once each); the loop drops them within one step."""
