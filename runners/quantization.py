@@ -229,7 +229,7 @@ def _mib(tensors: list[torch.Tensor], seen: set[tuple[str, int]]) -> float:
 
 def weight_memory(model: "Step1ForCausalLM") -> WeightMemory:
     """Measure the loaded LLM's weights; the bf16 figures come from its config's shapes."""
-    from runners.tiny.step1 import expected_state_shapes
+    from runners.step1 import expected_state_shapes
 
     seen: set[tuple[str, int]] = set()
     layers = 0.0

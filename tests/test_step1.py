@@ -15,9 +15,16 @@ from transformers import AutoConfig, AutoModelForCausalLM, DynamicCache
 
 from runners.llm import RepetitionAwareLogitsProcessor, Step1LM
 from runners.model_store import LLM_DIR
-from runners.step1 import OFFICIAL_CONFIG, Step1Config, Step1ForCausalLM, alibi_slopes, sqrt_alibi_bias
+from runners.step1 import (
+    OFFICIAL_CONFIG,
+    Step1Config,
+    Step1ForCausalLM,
+    alibi_slopes,
+    expected_state_shapes,
+    sqrt_alibi_bias,
+)
 from runners.tiny import build_tiny_model_root
-from runners.tiny.step1 import WEIGHTS_FILE, expected_state_shapes
+from runners.tiny.step1 import WEIGHTS_FILE
 
 PARITY = Path(__file__).parent / "data" / "parity" / "step1_logits.npz"
 EOS = 3
