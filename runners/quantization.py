@@ -103,7 +103,9 @@ def cuda_graphs_mode(variant: str, mode: str) -> str:
     return mode
 
 
-def transformers_config(variant: Quantization, dtype: torch.dtype, keep: list[str] | None = None):  # noqa: ANN201 - a transformers config or None
+def transformers_config(  # noqa: ANN201 - a transformers config or None
+    variant: Quantization, dtype: torch.dtype, keep: list[str] | None = None
+):
     """The transformers quantization config of a variant (None for ``none``).
 
     ``keep``: module names (``model.layers.0.self_attn.k_proj``) that bitsandbytes leaves as they are,
@@ -155,7 +157,9 @@ def bnb_cpu_refusal(variant: Quantization, out_features: int, in_features: int) 
 def kept_unquantized(config: dict[str, object], variant: Quantization, device: torch.device | str) -> dict[str, str]:
     """The decoder projections that load unquantized for this variant on this device, each with the reason.
 
-    Only the CPU has shape limits (:func:`bnb_cpu_refusal`); bitsandbytes' CUDA kernels take any shape.
+    Only the CPU is limited (:func:`bnb_cpu_refusal`): bitsandbytes' CUDA path has no such repacking and
+    falls back to dequantize + matmul for shapes its fast kernels skip (read from its source, not run on a
+    GPU here), so nothing is kept there.
     """
     from runners.step1.configuration import expected_state_shapes
 
