@@ -26,7 +26,7 @@ import torch
 from safetensors.torch import save_file
 from sentencepiece import sentencepiece_model_pb2 as sp_pb
 
-from runners.step1.configuration import OFFICIAL_CONFIG
+from runners.step1.configuration import OFFICIAL_CONFIG, expected_state_shapes
 from runners.tokens import CODEC_VOCAB, LLM_AUDIO_OFFSET
 
 TINY_DIMS: dict[str, int] = {
@@ -98,32 +98,6 @@ def tiny_config_dict(official_size: bool = False) -> dict[str, Any]:
         "tie_word_embeddings": False,
         "torch_dtype": "bfloat16",
     }
-
-
-def expected_state_shapes(config: dict[str, Any]) -> dict[str, tuple[int, ...]]:
-    """Every checkpoint tensor name and shape implied by a Step1 config (official names)."""
-    hidden = int(config["hidden_size"])
-    inter = int(config["intermediate_size"])
-    head_dim = hidden // int(config["num_attention_heads"])
-    kv = int(config["num_attention_groups"]) * head_dim
-    vocab = int(config["vocab_size"])
-    shapes: dict[str, tuple[int, ...]] = {
-        "model.embed_tokens.weight": (vocab, hidden),
-        "model.norm.weight": (hidden,),
-        "lm_head.weight": (vocab, hidden),
-    }
-    for i in range(int(config["num_hidden_layers"])):
-        p = f"model.layers.{i}."
-        shapes[p + "input_layernorm.weight"] = (hidden,)
-        shapes[p + "post_attention_layernorm.weight"] = (hidden,)
-        shapes[p + "self_attn.q_proj.weight"] = (hidden, hidden)
-        shapes[p + "self_attn.k_proj.weight"] = (kv, hidden)
-        shapes[p + "self_attn.v_proj.weight"] = (kv, hidden)
-        shapes[p + "self_attn.o_proj.weight"] = (hidden, hidden)
-        shapes[p + "mlp.gate_proj.weight"] = (inter, hidden)
-        shapes[p + "mlp.up_proj.weight"] = (inter, hidden)
-        shapes[p + "mlp.down_proj.weight"] = (hidden, inter)
-    return shapes
 
 
 def _random_weights(config: dict[str, Any], seed: int) -> dict[str, torch.Tensor]:
