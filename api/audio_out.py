@@ -45,7 +45,8 @@ _AV: dict[str, tuple[str, str, str]] = {
 _BITRATES = {"mp3": 128_000, "opus": 64_000, "aac": 128_000}
 
 
-def _to_s16(samples: np.ndarray) -> np.ndarray:
+def to_s16(samples: np.ndarray) -> np.ndarray:
+    """float32 in [-1, 1] → 16-bit samples, rounded: what every format here is made from."""
     return (np.clip(np.asarray(samples, dtype=np.float32).reshape(-1), -1.0, 1.0) * 32767.0).round().astype("<i2")
 
 
@@ -113,7 +114,7 @@ class AudioEncoder:
         """Encode more float32 mono samples in [-1, 1]; returns whatever bytes are complete now."""
         if self._finished:
             raise RuntimeError("encoder already finished")
-        pcm = _to_s16(samples)
+        pcm = to_s16(samples)
         if self.format in ("wav", "pcm"):
             head = b""
             if not self._started and self.format == "wav":
@@ -213,7 +214,7 @@ def encode(samples: np.ndarray, sample_rate: int, fmt: str) -> bytes:
         import soundfile as sf
 
         buf = io.BytesIO()
-        sf.write(buf, np.asarray(samples, dtype=np.float32).reshape(-1), sample_rate, format="FLAC", subtype="PCM_16")
+        sf.write(buf, to_s16(samples), sample_rate, format="FLAC", subtype="PCM_16")  # the samples every format has
         return buf.getvalue()
     return AudioEncoder(fmt, sample_rate, known_length=int(np.asarray(samples).size)).encode_all(samples)
 

@@ -22,10 +22,9 @@ from typing import Any, TypeVar
 
 import anyio
 import gradio as gr
-import numpy as np
 from pydantic import BaseModel
 
-from api.audio_out import encode
+from api.audio_out import encode, to_s16
 from api.logs import LogRecordOut
 from api.logs import installed as installed_log_buffer
 from api.status import TINY_NOTE, build_status, require_ready
@@ -280,7 +279,7 @@ def stream_clone_action(
     try:
         for chunk in chunks:
             if chunk.samples.size:
-                yield chunk.sample_rate, (np.clip(chunk.samples, -1, 1) * 32767).astype(np.int16)
+                yield chunk.sample_rate, to_s16(chunk.samples)
     finally:
         chunks.close()
 
