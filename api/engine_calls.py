@@ -56,9 +56,10 @@ async def client_gone(request: Request | None) -> bool:
         return False
 
 
-async def run_cancellable(request: Request | None, call: Callable[[threading.Event], T]) -> T:
-    """``call(cancel)`` in a worker thread; ``cancel`` is set when the client disconnects."""
-    cancel = threading.Event()
+async def run_cancellable(request: Request | None, call: Callable[[threading.Event], T],
+                          cancel: threading.Event | None = None) -> T:
+    """``call(cancel)`` in a worker thread; ``cancel`` (a new event unless given) is set when the client leaves."""
+    cancel = cancel or threading.Event()
     task = asyncio.ensure_future(anyio.to_thread.run_sync(call, cancel))
     try:
         while not task.done():
@@ -87,14 +88,17 @@ def _close_when_idle(source: Any) -> None:
         _close_when_idle(source)
 
 
-async def relay(request: Request | None, source: Iterator[bytes],
-                on_stop: Callable[[], None] | None = None) -> AsyncIterator[bytes]:
+async def relay(request: Request | None, source: Iterator[bytes], on_stop: Callable[[], None] | None = None,
+                first: bytes | None = None) -> AsyncIterator[bytes]:
     """Pull each piece in a worker thread; when we stop (done, client gone, cancelled) close the source.
 
-    ``on_stop`` runs first (it sets the job's cancel event: a step that is busy in its thread, such as
-    a whole clone before its edit passes, is aborted instead of finished for nobody).
+    ``first`` is a piece already pulled. ``on_stop`` runs first when we stop (it sets the job's cancel
+    event: a step that is busy in its thread, such as a whole clone before its edit passes, is
+    aborted instead of finished for nobody).
     """
     try:
+        if first:
+            yield first
         while True:
             # The next piece is made in a worker thread while the connection is watched: a client that
             # leaves while nothing is sent (a long first step) is noticed within DISCONNECT_POLL_S.
@@ -149,11 +153,18 @@ async def answer_job(request: Request | None, engine: "EditXEngine", job: Job, *
     if stream:
         cancel = threading.Event()
         chunks: JobStream = await anyio.to_thread.run_sync(lambda: engine.run(job, stream=True, cancel=cancel))
-        hdrs = {**base_headers(engine.is_tiny, streamed=True), **extra}
+        hdrs = {**base_headers(engine.is_tiny, streamed=True), "X-EditX-Iterations": str(chunks.iterations), **extra}
         body = encoded(chunks, fmt)
         source = sse_events(body, lambda: sse(chunks.tokens)) if sse is not None else body
         media = "text/event-stream" if sse is not None else MEDIA_TYPES[fmt]
-        return ClosingStreamingResponse(relay(request, source, cancel.set), media_type=media, headers=hdrs)
+        # The first audio is made before the answer starts: what fails before it is a real status.
+        try:
+            first = await run_cancellable(request, lambda _: next(source, b""), cancel)
+        except BaseException:
+            cancel.set()
+            await anyio.to_thread.run_sync(_close_when_idle, source)
+            raise
+        return ClosingStreamingResponse(relay(request, source, cancel.set, first), media_type=media, headers=hdrs)
     syn = await run_cancellable(request, lambda cancel: engine.run(job, cancel=cancel).collect())
     hdrs = {**synthesis_headers(syn, engine.is_tiny), **extra}
     if sse is not None:
