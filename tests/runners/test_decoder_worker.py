@@ -314,6 +314,22 @@ def _catch(fn):  # noqa: ANN001, ANN202
         return exc
 
 
+def test_a_row_that_breaks_the_batched_call_fails_alone_and_its_batch_mates_get_their_audio(
+    t2w: Token2Wav, alone: list
+) -> None:
+    jobs = []
+    for i in range(3):
+        ids, prompt, mel, spk, speed, seed = _whole_args(i)
+        jobs.append(t2w.job(ids, prompt, mel, spk, seed=seed, speed=speed))
+    bad_ids, prompt, mel, spk, _, _ = _whole_args(3)
+    jobs.insert(1, t2w.job(list(bad_ids[:7]) + [99_999] + list(bad_ids[8:]), prompt, mel, spk, seed=1))
+    errors = run_batch(t2w, jobs)  # the batched flow call raises; the rows are retried one by one
+    assert errors[0] is None and errors[2] is None and errors[3] is None
+    assert isinstance(errors[1], IndexError)
+    for job, ref in zip(jobs[:1] + jobs[2:], alone[:3]):
+        assert _snr_db(job.output().waveform, ref.waveform) > WAVE_SNR_DB
+
+
 def test_a_failing_job_fails_only_its_own_request(worker: DecoderWorker, alone: list) -> None:
     calls = []
     for i in range(3):
