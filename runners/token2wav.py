@@ -14,6 +14,9 @@ Randomness: the flow's noise and HiFT's excitation noise are both drawn from
 generators seeded with the call's seed, so one seed always gives one
 waveform. ``seed=None`` uses the instance's ``default_seed``, which mirrors
 upstream, where one fixed noise buffer serves every call of a loaded model.
+
+A decode is an :class:`UtteranceJob` (:meth:`Token2Wav.job`): :meth:`Token2Wav.synthesize` runs it
+alone, :class:`runners.decoder_worker.DecoderWorker` runs it in a batch with other requests' jobs.
 """
 
 from __future__ import annotations
