@@ -8,6 +8,8 @@ Tolerance, measured on the tiny random decoder (CPU, fp32, one thread), batched 
 - vocoder convolutions on the same mel and source: max |Δ| ≤ 1e-7.
 - waveform end to end: max |Δ| 2.2e-5 … 7.4e-5 (peaks ≈ 0.05), SNR 65–72 dB: the flow's few-1e-6 mel
   difference moves F0 by ~1e-4 Hz, and F0 is integrated into the source's phase over the utterance.
+- streams (4 at once, every chunk batched 4 wide) against each stream alone: same chunk sizes, max |Δ|
+  5.2e-5 … 6.6e-5, SNR 65–71 dB (cross-fade and lookahead unchanged; same cause as above).
 - with ``max_batch=1`` the worker runs each job alone: bit-identical.
 The bounds below leave about a factor of ten (mel) and 10 dB (waveform) of headroom; a leak of padding
 or a row's noise, speaker, prompt or source state into another row is orders of magnitude larger.
