@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import os
 import threading
 import time
 from collections.abc import Sequence
@@ -47,23 +46,11 @@ from runners.token2wav import Token2Wav
 
 log = logging.getLogger("editx.decoder")
 
-BATCH_ENV = "EDITX_DECODER_BATCH"
 DEFAULT_MAX_BATCH = 16
 DEFAULT_MAX_WAIT_MS = 5.0
 MIN_FILL = 0.5  # at least half of a batch's padded flow frames must be real frames
 STARVE_TICKS = 4  # a job passed over this many times is served like a first chunk
 _CANCEL_POLL_S = 0.02
-
-
-def max_batch_from_env(default: int = DEFAULT_MAX_BATCH) -> int:
-    """``EDITX_DECODER_BATCH`` (jobs per decoder batch, ≥ 1), or ``default`` when unset."""
-    raw = os.environ.get(BATCH_ENV, "").strip()
-    if not raw:
-        return default
-    value = int(raw)
-    if value < 1:
-        raise ValueError(f"{BATCH_ENV} must be ≥ 1, got {raw!r}")
-    return value
 
 
 class DecoderEvents:
@@ -89,6 +76,13 @@ class DecoderStats(BaseModel):
     mean_batch_size: float
     mean_batch_seconds: float
     batch_sizes: dict[int, int] = Field(description="batches per size, sizes 1..max_batch")
+
+    @classmethod
+    def idle(cls, max_batch: int) -> "DecoderStats":
+        """The figures of a worker that is not running (the model is not loaded)."""
+        return cls(running=False, max_batch=max_batch, max_wait_ms=DEFAULT_MAX_WAIT_MS, queue_depth=0,
+                   streams_open=0, batches=0, jobs_done=0, jobs_failed=0, jobs_dropped=0, last_batch_size=0,
+                   last_batch_seconds=0.0, mean_batch_size=0.0, mean_batch_seconds=0.0, batch_sizes={})
 
 
 @dataclass(eq=False)
@@ -120,7 +114,7 @@ class DecoderWorker:
         events: DecoderEvents | None = None,
     ) -> None:
         self.t2w = token2wav
-        self.max_batch = max_batch_from_env() if max_batch is None else int(max_batch)
+        self.max_batch = DEFAULT_MAX_BATCH if max_batch is None else int(max_batch)
         if self.max_batch < 1:
             raise ValueError(f"max_batch must be ≥ 1, got {max_batch}")
         self.max_wait_s = (DEFAULT_MAX_WAIT_MS if max_wait_ms is None else float(max_wait_ms)) / 1000.0

@@ -31,6 +31,7 @@ import torch
 from runners import privacy
 from runners.audio import DECODER_RATE, Audio
 from runners.config import EngineConfig
+from runners.decoder_worker import DecoderEvents, DecoderStats, DecoderWorker
 from runners.edit_vocab import VOCABULARY, EditVocabulary
 from runners.errors import EngineUnavailableError
 from runners.events import EngineEvents
@@ -113,7 +114,8 @@ class EditXEngine(EngineLifecycle):
         self.prep = Preparer(cfg, self.cache, self.transcriber, self.voices, self._loaded_parts, self.cache_settings)
         self.gen = Generator(cfg, lambda: self._loop, lambda: self.parts.llm.eos_id,  # type: ignore[attr-defined]
                              lambda: self.is_tiny, lambda: self.events.aborted())
-        self.synth = Synthesizer(lambda: self.parts.token2wav)  # type: ignore[arg-type,return-value]
+        self._decoder: DecoderWorker | None = None
+        self.synth = Synthesizer(self._decoder_worker)
 
     # ------------------------------------------------------------------ jobs
     def run(self, job: Job, *, stream: bool = False, progress: Progress = no_progress,
@@ -290,7 +292,7 @@ class EditXEngine(EngineLifecycle):
                 add_timings(pending, {"llm": time.perf_counter() - t})
                 progress(f"{'pass %d/%d: ' % (k + 1, n) if n > 1 else ''}decoding waveform",
                          (k + 0.3 + 0.7 * (j + 0.5) / len(step.requests)) / n)
-                samples, timings = self.synth.whole(codec_ids, step.prompt, seed, step.speed)
+                samples, timings = self.synth.whole(codec_ids, step.prompt, seed, step.speed, cancel)
                 add_timings(pending, timings)
                 made += len(codec_ids)
                 yield joiner.add(samples), made, pending
@@ -444,11 +446,23 @@ class EditXEngine(EngineLifecycle):
         sync_every = 4 if self.device.type == "cuda" else 1
         self._tokens_reported = 0
         self._loop = EngineLoop(runner, scheduler, sync_every=sync_every, on_step=self._on_step).start()
+        self._decoder = DecoderWorker(self._parts.token2wav, max_batch=cfg.decoder_batch,
+                                      events=_DecoderEvents(self)).start()
 
     def _stop_serving(self) -> None:
         if self._loop is not None:
             self._loop.stop()
             self._loop = None
+        if self._decoder is not None:
+            self._decoder.stop()
+            self._decoder = None
+
+    def _decoder_worker(self) -> DecoderWorker:
+        """The running decoder worker (the model is loaded while a job holds the engine)."""
+        worker = self._decoder
+        if worker is None:
+            raise EngineUnavailableError("the model is not loaded; retry shortly")
+        return worker
 
     def _release_parts(self) -> None:
         self.transcriber.unload()
@@ -497,6 +511,7 @@ class EditXEngine(EngineLifecycle):
             "auto_transcribe": cfg.auto_transcribe,
             "asr": self.transcriber.info().model_dump(),
             "scheduler": self.scheduler_stats().model_dump(),
+            "decoder": self.decoder_stats().model_dump(),
             **self._llm_status(),
         }
 
@@ -515,12 +530,29 @@ class EditXEngine(EngineLifecycle):
             stats.prefix_store_mb = round(store.nbytes / 2**20, 1)
         return stats
 
+    def decoder_stats(self) -> DecoderStats:
+        """Decoder batches: size, queue depth, seconds per batch (empty figures when not loaded)."""
+        worker = self._decoder
+        if worker is None:
+            return DecoderStats.idle(self.config.decoder_batch)
+        return worker.stats()
+
     def _llm_status(self) -> dict[str, object]:
         """The LLM variant, its weight memory once loaded, and what idle does with it."""
         from runners.quantization import llm_status
 
         llm = getattr(self._parts, "llm", None)
         return llm_status(self.config.llm_quantization, getattr(llm, "model", None), self.config.idle_action)
+
+
+class _DecoderEvents(DecoderEvents):
+    """The decoder worker's batches, passed on to the engine's events (the engine's may be replaced)."""
+
+    def __init__(self, engine: EditXEngine) -> None:
+        self._engine = engine
+
+    def decoder_batch(self, size: int, seconds: float) -> None:
+        self._engine.events.decoder_batch(size, seconds)
 
 
 class _Counted(Iterator[list[int]]):
