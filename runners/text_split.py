@@ -45,7 +45,7 @@ _ABBREVIATIONS = frozenset(
 _CJK = re.compile(r"[\u2e80-\u2fff\u3040-\u30ff\u3100-\u31ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff00-\uffef\uac00-\ud7af]")
 _WORD_BEFORE_DOT = re.compile(r"([A-Za-z][A-Za-z.]*)$")
 _INITIAL = re.compile(r"(?:^|[\s(\"'.])[A-HJ-Z]$")  # "J. Smith", "J.R.R. Tolkien"; not "I."
-_TAG = re.compile(r"\[[^\[\]\s]{1,40}\]")  # [Laughter], [Surprise-oh], [Cantonese]
+_TAG = re.compile(r"\[[^\[\]\s]{1,40}(?: [^\[\]\s]{1,40})?\]")  # [Laughter], [Cantonese], [clears throat]
 _PARAGRAPH_BREAK = re.compile(r"\n[^\S\n]*\n\s*")
 _LANGUAGE_TAG = re.compile("^(" + "|".join(re.escape(t) for t in LANGUAGE_TAGS) + r")\s*", re.IGNORECASE)
 
