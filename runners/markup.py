@@ -26,9 +26,7 @@ _FINALS = (
 )
 _SYLLABLE = rf"{_INITIALS}{_FINALS}"
 # A run of lowercase pinyin syllables, each with one digit, right before or after a Chinese character.
-_MARKS = re.compile(
-    rf"(?<![0-9A-Za-zü])((?:{_SYLLABLE}\d)+)(?![0-9a-zü])"
-)
+_MARKS = re.compile(rf"(?<![0-9A-Za-zü])((?:{_SYLLABLE}\d)+)(?![0-9a-zü])")
 _ONE_MARK = re.compile(r"([a-zü]+)(\d)")
 _HAN_CHAR = re.compile(rf"[{_HAN}]")
 _LANGUAGE_BY_LOWER = {t.lower(): t for t in LANGUAGE_TAGS}
