@@ -144,13 +144,24 @@ def _fit(sentence: str, limit: int) -> list[str]:
         if len(clause) <= limit:
             out.append(clause)
             continue
-        words = clause.split(" ")
-        for chunk in _pack(words, limit, " "):
+        for chunk in _pack(_words(clause), limit, " "):
             if len(chunk) <= limit:
                 out.append(chunk)
             else:
                 out.extend(_split_chars(chunk, limit))
     return [p for p in (q.strip() for q in out) if p]
+
+
+def _words(clause: str) -> list[str]:
+    """The clause split at its spaces, except the space inside a tag such as [clears throat]."""
+    inside = {i for start, end in _tag_ends(clause).items() for i in range(start, end)}
+    words, start = [], 0
+    for i, ch in enumerate(clause):
+        if ch == " " and i not in inside:
+            words.append(clause[start:i])
+            start = i + 1
+    words.append(clause[start:])
+    return words
 
 
 def _split_keep(sentence: str, marks: str) -> list[str]:
