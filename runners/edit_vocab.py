@@ -162,7 +162,8 @@ def paralinguistic_help() -> str:
 def validate_edit(edit_type: str, edit_info: str | None, target_text: str | None = None) -> str | None:
     """Check an edit request against the vocabulary; returns the normalized edit_info.
 
-    Raises :class:`InvalidEditError` with a message naming the allowed values.
+    Raises :class:`InvalidEditError` with a message naming the allowed values; a paralinguistic
+    target text's markup is checked too (an unknown leading tag is an InvalidInputError).
     """
     spec = VOCABULARY.spec(edit_type)
     info = (edit_info or "").strip() or None
@@ -184,4 +185,8 @@ def validate_edit(edit_type: str, edit_info: str | None, target_text: str | None
             f"edit_type {edit_type!r} needs target_text: the transcript with tags inserted ({paralinguistic_help()})",
             field="target_text",
         )
+    if spec.needs_target_text:
+        from runners.markup import check_markup  # markup reads this module's tag lists
+
+        check_markup(target_text or "", allow_paralinguistic=True, field="target_text")
     return None

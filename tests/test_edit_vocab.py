@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from runners.edit_vocab import VOCABULARY, InvalidEditError, validate_edit
+from runners.errors import InvalidInputError
 
 
 def test_counts_match_the_official_vocabulary() -> None:
@@ -78,3 +79,10 @@ def test_valid_edits_pass_through() -> None:
     assert validate_edit("vad", "") is None
     assert validate_edit("paralinguistic", None, "Hi [Laughter]") is None
     assert validate_edit("paralinguistic", None, "Hi [clears throat] there") is None
+
+
+def test_paralinguistic_target_text_markup_is_checked() -> None:
+    assert validate_edit("paralinguistic", None, "[exhale] Well, that was close.") is None
+    with pytest.raises(InvalidInputError) as err:
+        validate_edit("paralinguistic", None, "[exhail] Well, that was close.")
+    assert err.value.field == "target_text" and "[exhale]" in str(err.value)
