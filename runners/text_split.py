@@ -43,7 +43,7 @@ _ABBREVIATIONS = frozenset(
 _CJK = re.compile(r"[\u2e80-\u2fff\u3040-\u30ff\u3100-\u31ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff00-\uffef\uac00-\ud7af]")
 _WORD_BEFORE_DOT = re.compile(r"([A-Za-z][A-Za-z.]*)$")
 _INITIAL = re.compile(r"(?:^|[\s(\"'.])[A-HJ-Z]$")  # "J. Smith", "J.R.R. Tolkien"; not "I."
-_TAG = re.compile(r"\[[^\[\]\s]{1,40}\]")  # [Laughter], [Surprise-oh], [Cantonese]
+_TAG = re.compile(r"\[[^\[\]\s]{1,40}(?: [^\[\]\s]{1,40})?\]")  # [Laughter], [Cantonese], [clears throat]
 _PARAGRAPH_BREAK = re.compile(r"\n[^\S\n]*\n\s*")
 _LANGUAGE_TAG = re.compile("^(" + "|".join(re.escape(t) for t in LANGUAGE_TAGS) + r")\s*", re.IGNORECASE)
 
@@ -142,13 +142,24 @@ def _fit(sentence: str, limit: int) -> list[str]:
         if len(clause) <= limit:
             out.append(clause)
             continue
-        words = clause.split(" ")
-        for chunk in _pack(words, limit, " "):
+        for chunk in _pack(_words(clause), limit, " "):
             if len(chunk) <= limit:
                 out.append(chunk)
             else:
                 out.extend(_split_chars(chunk, limit))
     return [p for p in (q.strip() for q in out) if p]
+
+
+def _words(clause: str) -> list[str]:
+    """The clause split at its spaces, except the space inside a tag such as [clears throat]."""
+    inside = {i for start, end in _tag_ends(clause).items() for i in range(start, end)}
+    words, start = [], 0
+    for i, ch in enumerate(clause):
+        if ch == " " and i not in inside:
+            words.append(clause[start:i])
+            start = i + 1
+    words.append(clause[start:])
+    return words
 
 
 def _split_keep(sentence: str, marks: str) -> list[str]:

@@ -252,6 +252,18 @@ def test_transcriptions_in_every_format(client: openai.OpenAI, tmp_path: Path) -
         client.audio.transcriptions.create(model="whisper-1", file=f, response_format="docx")  # type: ignore[arg-type]
 
 
+def test_translations_with_the_english_only_whisper_name_the_setting(client: openai.OpenAI, tmp_path: Path) -> None:
+    from tests.speech import SENTENCE, speak as espeak
+
+    path = espeak(SENTENCE, tmp_path / "s.wav")
+    with path.open("rb") as f, pytest.raises(openai.BadRequestError) as err:
+        client.audio.translations.create(model="whisper-1", file=f)
+    assert err.value.status_code == 400
+    body = err.value.body
+    assert isinstance(body, dict) and body["param"] == "model"
+    assert "EDITX_ASR_MODEL" in body["message"] and "English-only" in body["message"]
+
+
 def test_native_clone_with_a_voice(url: str, voice: str) -> None:
     # multipart, as curl -F sends it (the audio APIs take form-data), with no file part at all
     form = {"voice": (None, voice), "target_text": (None, "Good morning.")}

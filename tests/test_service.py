@@ -199,6 +199,9 @@ BAD_EDIT: list[tuple[str, dict[str, str], int, str, str | None]] = [
     ("value for denoise", {"edit_type": "denoise", "edit_info": "hard"}, 400, "takes no edit_info", "edit_info"),
     ("paralinguistic without target", {"edit_type": "paralinguistic", "edit_info": ""}, 400, "needs target_text",
      "target_text"),
+    ("paralinguistic unknown leading tag",
+     {"edit_type": "paralinguistic", "edit_info": "", "target_text": "[exhail] Well, that was close."}, 400,
+     "unknown language or paralinguistic tag [exhail]", "target_text"),
     ("n_edit_iter 0", {"n_edit_iter": "0"}, 400, "n_edit_iter must be between 1 and 5", "n_edit_iter"),
     ("n_edit_iter 6", {"n_edit_iter": "6"}, 400, "n_edit_iter must be between 1 and 5", "n_edit_iter"),
 ]

@@ -35,6 +35,7 @@ from runners.engine import EditXEngine, Synthesis
 from runners.errors import USER_ERRORS, EngineUnavailableError, InvalidInputError
 from runners.jobs import CloneJob, EditJob, Progress, parse_instructions
 from runners.voices import VoiceRegistry
+from ui.controls import add_markup_controls
 
 EngineGetter = Callable[[], EditXEngine]
 T = TypeVar("T")
@@ -434,6 +435,7 @@ def build_ui(get_engine: EngineGetter) -> gr.Blocks:
                 target_text = gr.Textbox(label="Target text (what to say / tagged text for paralinguistic)",
                                          lines=2, max_length=EngineConfig.from_env().max_text_chars,
                                          elem_id="editx-target-text")
+                add_markup_controls(target_text)
                 with gr.Row():
                     edit_type = gr.Dropdown(EDIT_TYPES, value=first.name, label="Edit type", elem_id="editx-edit-type")
                     edit_info = gr.Dropdown(first.values, value=first.values[0], label="Edit value",

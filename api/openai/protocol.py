@@ -143,3 +143,16 @@ class TranscriptionVerbose(BaseModel):
     text: str
     segments: list[TranscriptionSegment]
     words: list[TranscriptionWord] | None = None
+
+
+# --------------------------------------------------------- translations
+class TranslationJson(BaseModel):
+    text: str = Field(description="the speech's content in English")
+
+
+class TranslationVerbose(BaseModel):
+    task: Literal["translate"] = "translate"
+    language: str = Field("english", description="the language of the text: always english")
+    duration: float
+    text: str
+    segments: list[TranscriptionSegment]
