@@ -170,7 +170,7 @@ class EditXEngine(EngineLifecycle):
                 prep.check_audio(job.prompt, "prompt_audio")
                 if not (job.prompt_text or "").strip():
                     prep.check_transcribable("prompt_text")
-            text = prep.check_text(job.text, "target_text")
+            text = prep.check_clone_text(job.text)
             check_speed(job.speed)
             edits = [prep.check_edit(e) for e in job.edits]
             if edits:

@@ -11,14 +11,13 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, File, Form, UploadFile
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.responses import Response
 
 from api.openai.backend import BackendProvider, read_audio
 from api.openai.errors import OpenAIRoute
 from api.openai.protocol import TRANSCRIPTION_MODEL, TranscriptionFormat, TranslationJson, TranslationVerbose
-from api.openai.transcriptions import to_srt, to_verbose, to_vtt
+from api.openai.transcriptions import answer, check_model
 from api.status import require_ready
-from runners.errors import InvalidInputError
 
 
 def router(backend: BackendProvider) -> APIRouter:
@@ -41,24 +40,12 @@ def router(backend: BackendProvider) -> APIRouter:
     ) -> Response:
         """What is said in ``file``, in English, as text, subtitles or timed segments."""
         engine = backend().engine
-        served = engine.transcriber.config.model
-        if model not in (TRANSCRIPTION_MODEL, "whisper", served):
-            raise InvalidInputError(f"unknown model {model!r}; use {TRANSCRIPTION_MODEL}", field="model")
+        check_model(engine, model)
         require_ready(engine)
-        clip = engine.check_audio(read_audio(file, "file", engine.config.max_upload_bytes), "file")
-        result = engine.transcriber.transcribe_detailed(
-            clip, None, initial_prompt=prompt or None, temperature=temperature, task="translate",
-        )
-        if response_format == "text":
-            return PlainTextResponse(result.text + "\n")
-        if response_format == "srt":
-            return PlainTextResponse(to_srt(result.segments), media_type="application/x-subrip")
-        if response_format == "vtt":
-            return PlainTextResponse(to_vtt(result.segments), media_type="text/vtt")
-        if response_format == "verbose_json":
-            timed = to_verbose(result, words=False)
-            verbose = TranslationVerbose(duration=timed.duration, text=timed.text, segments=timed.segments)
-            return JSONResponse(verbose.model_dump())
-        return JSONResponse(TranslationJson(text=result.text).model_dump())
+        clip = read_audio(file, "file", engine.config.max_upload_bytes)
+        result = engine.transcribe_detailed(clip, None, field_name="file", initial_prompt=prompt or None,
+                                            temperature=temperature, task="translate")
+        return answer(result, response_format, verbose=lambda timed: TranslationVerbose(
+            duration=timed.duration, text=timed.text, segments=timed.segments), plain=TranslationJson)
 
     return api

@@ -24,8 +24,9 @@ from runners.config import EngineConfig
 from runners.edit_vocab import VOCABULARY, validate_edit
 from runners.errors import InputTooLargeError, InvalidInputError
 from runners.jobs import MAX_EDIT_PASSES, EditPass
+from runners.markup import check_markup
 from runners.prompt_cache import PromptCache, PromptFeatures, audio_key
-from runners.prompts import clone_speaker_id, edit_instruction
+from runners.prompts import edit_instruction
 from runners.token2wav import check_speed
 from runners.tokens import TOKENS_PER_SECOND
 from runners.transcriber import DetailedTranscription, Transcriber
@@ -83,6 +84,10 @@ class Preparer:
                 field=name,
             )
         return audio
+
+    def check_clone_text(self, text: str | None, name: str = "target_text") -> str:
+        """A text to speak: within the limits, its leading tag a known language or sound tag."""
+        return check_markup(self.check_text(text, name), allow_paralinguistic=True, field=name)
 
     def check_text(self, text: str | None, name: str, required: bool = True) -> str:
         value = (text or "").strip()
@@ -226,8 +231,9 @@ class Preparer:
         return split_text(text, max_chars=SENTENCE_MAX_CHARS)
 
     def clone_prompt_ids(self, prompt: PreparedAudio, prompt_text: str, target_text: str) -> list[int]:
-        speaker = clone_speaker_id(prompt_text, prompt.audio.samples.numpy())
-        ids = self._parts().prompt_builder.clone(prompt_text, prompt.codec_ids, target_text, speaker)
+        builder = self._parts().prompt_builder
+        speaker = builder.speaker_id(prompt_text, prompt.audio.samples.numpy())  # the release's rule
+        ids = builder.clone(prompt_text, prompt.codec_ids, target_text, speaker)
         self._check_budget(ids, expected_output_s=0)
         return ids
 
