@@ -22,7 +22,7 @@ Faults and cancellation: an exception in one job fails that request's future onl
 that raises is retried row by row); a cancelled request's pending jobs are dropped before they run.
 
 The worker reports through a typed :class:`DecoderStats` (``stats()``) and :class:`DecoderEvents`
-(``decoder_batch(size, seconds)``), which the service turns into /status and /metrics.
+(``decoder_batch(size, seconds, queue_depth)``), which the service turns into /status and /metrics.
 """
 
 from __future__ import annotations
@@ -56,7 +56,8 @@ _CANCEL_POLL_S = 0.02
 class DecoderEvents:
     """What the worker reports as it works; the service turns it into metrics (these do nothing)."""
 
-    def decoder_batch(self, size: int, seconds: float) -> None: ...
+    def decoder_batch(self, size: int, seconds: float, queue_depth: int) -> None:
+        """A batch of ``size`` jobs ran in ``seconds``; ``queue_depth`` jobs wait after it."""
 
 
 class DecoderStats(BaseModel):
@@ -329,8 +330,9 @@ class DecoderWorker:
                     self._total_size += len(batch)
                     self._total_seconds += seconds
                     self._sizes[len(batch)] = self._sizes.get(len(batch), 0) + 1
+                    waiting = len(self._pending)
                 try:
-                    self.events.decoder_batch(len(batch), seconds)
+                    self.events.decoder_batch(len(batch), seconds, waiting)
                 except Exception:  # noqa: BLE001 - metrics must never stop the decoder
                     log.exception("decoder_batch event failed")
 

@@ -551,8 +551,8 @@ class _DecoderEvents(DecoderEvents):
     def __init__(self, engine: EditXEngine) -> None:
         self._engine = engine
 
-    def decoder_batch(self, size: int, seconds: float) -> None:
-        self._engine.events.decoder_batch(size, seconds)
+    def decoder_batch(self, size: int, seconds: float, queue_depth: int) -> None:
+        self._engine.events.decoder_batch(size, seconds, queue_depth)
 
 
 class _Counted(Iterator[list[int]]):

@@ -22,5 +22,5 @@ class EngineEvents:
     def step(self, batch_size: int, queue_depth: int, new_tokens: int) -> None:
         """One engine-loop step: rows decoded, requests waiting, ids made."""
 
-    def decoder_batch(self, size: int, seconds: float) -> None:
-        """The decoder worker ran ``size`` decode jobs as one batch in ``seconds``."""
+    def decoder_batch(self, size: int, seconds: float, queue_depth: int) -> None:
+        """The decoder worker ran ``size`` decode jobs as one batch in ``seconds``; ``queue_depth`` wait."""

@@ -82,7 +82,7 @@ def check_speed(speed: float) -> float:
     except (TypeError, ValueError):
         value = math.nan
     if not math.isfinite(value) or not MIN_SPEED <= value <= MAX_SPEED:
-        raise InvalidInputError(f"speed must be between {MIN_SPEED:g} and {MAX_SPEED:g} (1.0 = unchanged), "
+        raise InvalidInputError(f"speed must be between {MIN_SPEED} and {MAX_SPEED} (1.0 = unchanged), "
                                 f"got {speed!r}", field="speed")
     return value
 

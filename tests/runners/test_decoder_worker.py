@@ -70,7 +70,8 @@ class Recorder(DecoderEvents):
     def __init__(self) -> None:
         self.batches: list[tuple[int, float]] = []
 
-    def decoder_batch(self, size: int, seconds: float) -> None:
+    def decoder_batch(self, size: int, seconds: float, queue_depth: int) -> None:
+        assert queue_depth >= 0
         self.batches.append((size, seconds))
 
 

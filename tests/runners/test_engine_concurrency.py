@@ -44,8 +44,10 @@ def test_eight_concurrent_clones_each_equal_their_seed_alone(engine: EditXEngine
     together = race(lambda k: engine.clone(prompt, "a prompt", TEXTS[k], seed=k), 8)
     for k in range(8):
         assert not isinstance(together[k], BaseException), together[k]
-        assert together[k].generated_tokens == alone[k].generated_tokens
-        np.testing.assert_array_equal(together[k].samples, alone[k].samples)
+        assert together[k].generated_tokens == alone[k].generated_tokens  # the LLM's ids: exactly equal
+        # the decoder worker ran them as one batch: equal up to the float rounding its batched kernels add
+        # (tests/runners/test_decoder_worker.py measures it: max |Δ| ≈ 7e-5 on peaks of 0.05)
+        np.testing.assert_allclose(together[k].samples, alone[k].samples, rtol=0, atol=3e-4)
     stats = engine.scheduler_stats()
     # 8 × 40 ids in far fewer steps than 320: they were decoded together
     assert stats.steps - steps_before < 8 * 40 * 0.5
