@@ -24,19 +24,24 @@ def test_clone_edit_and_clone_voice_from_gradio_client(tiny_root: Path, tmp_path
         created = httpx.post(f"{url}/v1/audio/voices", data={"name": "stella", "text": "a test prompt"},
                              files={"audio": ("v.wav", upload.read_bytes(), "audio/wav")}, timeout=300)
         assert created.status_code == 201, created.text
-        client = Client(f"{url}/ui/", verbose=False)
-        named = set(client.view_api(print_info=False, return_format="dict")["named_endpoints"])
-        assert {"/clone", "/edit", "/clone_voice"} <= named
+        # No analytics (nothing leaves this machine); closed before the server stops (its heartbeat stream
+        # would hold the server's graceful shutdown open).
+        client = Client(f"{url}/ui/", verbose=False, analytics_enabled=False, download_files=str(tmp_path / "dl"))
+        try:
+            named = set(client.view_api(print_info=False, return_format="dict")["named_endpoints"])
+            assert {"/clone", "/edit", "/clone_voice"} <= named
 
-        def audio(result: tuple) -> float:
-            info = sf.info(result[0])
-            assert info.samplerate == 24000 and info.frames > 0
-            return info.frames / info.samplerate
+            def audio(result: tuple) -> float:
+                info = sf.info(result[0])
+                assert info.samplerate == 24000 and info.frames > 0
+                return info.frames / info.samplerate
 
-        assert audio(client.predict(handle_file(str(upload)), "a test prompt", "Hello from a client.", 0, "",
-                                    api_name="/clone")) > 0.5
-        assert audio(client.predict(handle_file(str(upload)), "a test prompt", "emotion", "happy", "", 1, 0,
-                                    api_name="/edit")) > 0.5
-        assert audio(client.predict("stella", "Hello in a saved voice.", 0, "", api_name="/clone_voice")) > 0.5
-        with pytest.raises(Exception, match="voice 'nobody' does not exist"):
-            client.predict("nobody", "Hello.", 0, "", api_name="/clone_voice")
+            assert audio(client.predict(handle_file(str(upload)), "a test prompt", "Hello from a client.", 0, "",
+                                        api_name="/clone")) > 0.5
+            assert audio(client.predict(handle_file(str(upload)), "a test prompt", "emotion", "happy", "", 1, 0,
+                                        api_name="/edit")) > 0.5
+            assert audio(client.predict("stella", "Hello in a saved voice.", 0, "", api_name="/clone_voice")) > 0.5
+            with pytest.raises(Exception, match="voice 'nobody' does not exist"):
+                client.predict("nobody", "Hello.", 0, "", api_name="/clone_voice")
+        finally:
+            client.close()
