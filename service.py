@@ -40,10 +40,10 @@ from api.settings import HttpSettings
 from api.native import audio as native_audio
 from api.uploads import FORM_OVERHEAD_BYTES, UploadLimitMiddleware
 from runners.config import EngineConfig
-from runners.edit_vocab import VOCABULARY
+from runners.text.vocab import VOCABULARY
 from runners.engine import EditXEngine
 from runners import privacy
-from runners.transcriber import Transcription
+from runners.models.asr import Transcription
 from ui import build_ui
 
 log = logging.getLogger("editx.service")

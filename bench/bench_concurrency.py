@@ -82,7 +82,7 @@ def report_streams(what: str, results: list[tuple[float, float, float]]) -> None
 def decode_steps(model_root: Path, batches: tuple[int, ...], steps: int = 30) -> None:
     import torch
 
-    from runners.llm import Step1LM
+    from runners.models.step1.llm import Step1LM
 
     lm = Step1LM.from_pretrained(model_root / "Step-Audio-EditX", device="cuda" if torch.cuda.is_available() else "cpu",
                                  dtype=torch.bfloat16 if torch.cuda.is_available() else torch.float32)
@@ -119,7 +119,7 @@ def main() -> None:
 
     import bentoml
 
-    from runners.tiny import build_tiny_model_root
+    from runners.models.tiny import build_tiny_model_root
 
     root = Path(args.model) if args.model != "tiny" else Path(tempfile.mkdtemp()) / "tiny"
     if args.model == "tiny":

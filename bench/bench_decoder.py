@@ -27,10 +27,10 @@ import numpy as np
 import torch
 
 from bench.common import at_once, percentile
-from runners.decode_batch import run_batch
+from runners.models.decoder.batch import run_batch
 from runners.decoder_worker import DEFAULT_MAX_BATCH, DecoderWorker
-from runners.tiny import random_codec_ids
-from runners.token2wav import Token2Wav
+from runners.models.tiny import random_codec_ids
+from runners.models.decoder.token2wav import Token2Wav
 
 
 def voice(k: int, seconds: float) -> tuple[list[int], torch.Tensor, torch.Tensor]:
@@ -116,8 +116,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     if args.decoder_dir is None:
-        from runners.model_store import DECODER_DIR, LLM_DIR
-        from runners.tiny.decoder import write_decoder_part
+        from runners.models.store import DECODER_DIR, LLM_DIR
+        from runners.models.tiny.decoder import write_decoder_part
 
         decoder_dir = Path(tempfile.mkdtemp(prefix="bench-decoder-")) / LLM_DIR / DECODER_DIR
         write_decoder_part(decoder_dir, seed=0, official_size=args.official_size)

@@ -27,9 +27,9 @@ from bench.common import at_once
 from runners.audio import Audio
 from runners.config import EngineConfig
 from runners.engine import SENTENCE_MAX_CHARS, EditXEngine
-from runners.prompts import system_turn_length
+from runners.text.prompts import system_turn_length
 from runners.scheduler import SchedulerStats
-from runners.text_split import split_text
+from runners.text.split import split_text
 from tests.test_engine import voice as tone
 
 
@@ -68,7 +68,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
 
-    from runners.tiny import build_tiny_model_root
+    from runners.models.tiny import build_tiny_model_root
 
     root = Path(args.model) if args.model != "tiny" else build_tiny_model_root(Path(tempfile.mkdtemp()) / "tiny")
     common = dict(model_path=str(root), max_new_tokens=args.tokens, cache_dir="", max_batch=max(16, args.clients))

@@ -28,7 +28,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         model = args.model
         if model is None:
-            from runners.tiny import build_tiny_model_root
+            from runners.models.tiny import build_tiny_model_root
 
             model = str(build_tiny_model_root(f"{tmp}/model"))
         cfg = EngineConfig(model_path=model, device=args.device, cache_dir=f"{tmp}/cache",

@@ -3,7 +3,7 @@
 A random Step1 is saved once as an ordinary checkpoint (bf16, the official file
 names), its AWQ-4bit folder is written from it with compressed-tensors, and each
 variant is then loaded from disk exactly as the engine loads it
-(runners.quantization.load_step1). Memory is measured on the loaded modules:
+(runners.models.step1.quantization.load_step1). Memory is measured on the loaded modules:
 the whole LLM, and the decoder layers' projections alone (what the variants
 quantize; the embeddings and lm_head stay as they are). The ratio is to the same
 model in bf16. The last column projects the whole-model ratio to the official
@@ -29,8 +29,8 @@ from pathlib import Path
 import torch
 from transformers import DynamicCache
 
-from runners.quantization import VARIANTS, load_step1, weight_memory
-from runners.step1 import OFFICIAL_CONFIG, Step1Config, Step1ForCausalLM, expected_state_shapes
+from runners.models.step1.quantization import VARIANTS, load_step1, weight_memory
+from runners.models.step1 import OFFICIAL_CONFIG, Step1Config, Step1ForCausalLM, expected_state_shapes
 
 # Like bench_step1_decode's mid size, with an intermediate width that 128 divides (AWQ's group size).
 MID_SIZE = {
@@ -141,7 +141,7 @@ def main() -> None:
         base, awq = Path(tmp) / "base", Path(tmp) / "awq"
         config = write_random_checkpoint(base, args.official_size)
         if "awq" in args.variants:
-            from runners.tiny.awq import write_awq_folder
+            from runners.models.tiny.awq import write_awq_folder
 
             started = time.perf_counter()
             write_awq_folder(base, awq)

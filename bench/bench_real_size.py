@@ -1,6 +1,6 @@
 """The serving core at the release's size: decode steps, real-time factor, aggregate speed, first audio.
 
-Random weights with the official dimensions (``runners.tiny --official-size``: the LLM, flow and
+Random weights with the official dimensions (``runners.models.tiny --official-size``: the LLM, flow and
 vocoder are exactly as fast as the real ones; the output is noise), run the way the engine runs them,
 without HTTP: the scheduler and its engine loop (prefix store, CUDA graphs on CUDA, ids read back every
 4 steps there), the streaming decoder in each request's own thread, one decode at a time. Prompts are
@@ -37,16 +37,16 @@ import torch
 
 from bench.common import at_once, percentile
 from runners.config import EngineConfig
-from runners.cuda_graphs import decode_function
-from runners.llm import Step1LM
-from runners.model_store import DECODER_DIR, LLM_DIR
-from runners.prompts import BOS_ID, BOT_ID, EOT_ID, system_turn_length
-from runners.sampling import SamplingParams
+from runners.models.step1.cuda_graphs import decode_function
+from runners.models.step1.llm import Step1LM
+from runners.models.store import DECODER_DIR, LLM_DIR
+from runners.text.prompts import BOS_ID, BOT_ID, EOT_ID, system_turn_length
+from runners.models.step1.sampling import SamplingParams
 from runners.scheduler import EngineLoop, GenerationRequest, LLMRunner, Scheduler
-from runners.streaming import StreamingDecoder
-from runners.tiny import build_tiny_model_root, random_codec_ids
-from runners.token2wav import Token2Wav
-from runners.tokens import CODEC_VOCAB, LLM_AUDIO_OFFSET, TOKENS_PER_SECOND, from_llm_ids
+from runners.models.decoder.streaming import StreamingDecoder
+from runners.models.tiny import build_tiny_model_root, random_codec_ids
+from runners.models.decoder.token2wav import Token2Wav
+from runners.models.tokenizers.tokens import CODEC_VOCAB, LLM_AUDIO_OFFSET, TOKENS_PER_SECOND, from_llm_ids
 
 AUDIO_IDS = torch.arange(LLM_AUDIO_OFFSET, LLM_AUDIO_OFFSET + CODEC_VOCAB)
 

@@ -18,7 +18,7 @@ import time
 import torch
 from transformers import DynamicCache
 
-from runners.step1 import OFFICIAL_CONFIG, Step1Config, Step1ForCausalLM
+from runners.models.step1 import OFFICIAL_CONFIG, Step1Config, Step1ForCausalLM
 
 MID_SIZE = {
     "hidden_size": 512,

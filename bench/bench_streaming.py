@@ -1,6 +1,6 @@
 """Streaming token→wave decode against the whole-utterance decode: cost per chunk, first piece, closeness.
 
-Feeds random codec ids to :class:`runners.streaming.StreamingDecoder` as an LLM would (a few ids at a
+Feeds random codec ids to :class:`runners.models.decoder.streaming.StreamingDecoder` as an LLM would (a few ids at a
 time) and prints, per chunk, the flow and vocoder seconds (wall) and the thread CPU seconds, then the
 totals beside one ``Token2Wav.synthesize`` of the same ids and seed, and the closeness figures the
 tests bound (mel SNR, 32-band spectral distance, and the same distance for another seed). Prints
@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from runners.streaming import DEFAULT_CONTEXT, StreamingDecoder
-from runners.tiny import random_codec_ids
-from runners.token2wav import Token2Wav
+from runners.models.decoder.streaming import DEFAULT_CONTEXT, StreamingDecoder
+from runners.models.tiny import random_codec_ids
+from runners.models.decoder.token2wav import Token2Wav
 
 
 def band_db(x: np.ndarray, n_fft: int = 1024, hop: int = 480, n_bands: int = 32) -> torch.Tensor:
@@ -45,8 +45,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     if args.decoder_dir is None:
-        from runners.model_store import DECODER_DIR, LLM_DIR
-        from runners.tiny import build_tiny_model_root
+        from runners.models.store import DECODER_DIR, LLM_DIR
+        from runners.models.tiny import build_tiny_model_root
 
         root = build_tiny_model_root(Path(tempfile.mkdtemp(prefix="bench-stream-")), seed=0, parts=("decoder",))
         decoder_dir = root / LLM_DIR / DECODER_DIR

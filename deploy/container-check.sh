@@ -187,7 +187,7 @@ user=$(podman image inspect --format '{{.Config.User}}' "$IMAGE")
 
 # ---------------------------------------------------------------- start
 say "start: tiny random model mounted read-only at /models, a volume at /data"
-PYTHONPATH=$ROOT "$PY" -m runners.tiny "$WORK/models" >/dev/null
+PYTHONPATH=$ROOT "$PY" -m runners.models.tiny "$WORK/models" >/dev/null
 chmod -R a+rX "$WORK/models"
 port=$("$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 podman volume create "$VOLUME" >/dev/null

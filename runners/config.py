@@ -13,8 +13,8 @@ from typing import Literal
 import torch
 from pydantic import BaseModel, Field, field_validator
 
-from runners.model_store import DEFAULT_FUNASR_ID, ModelSource
-from runners.quantization import Quantization, parse_quantization
+from runners.models.store import DEFAULT_FUNASR_ID, ModelSource
+from runners.models.step1.quantization import Quantization, parse_quantization
 
 DType = Literal["auto", "bfloat16", "float16", "float32"]
 TINY = "tiny"

@@ -2,10 +2,10 @@
 
 Why: the LLM decodes every running request in one batch, but token-to-wave ran per request under one
 lock, so concurrent requests queued behind each other's flow (10 Euler steps × 2 guidance rows) and
-vocoder calls. Here request threads hand the worker :class:`~runners.decode_batch.DecodeJob` s (a
+vocoder calls. Here request threads hand the worker :class:`~runners.models.decoder.batch.DecodeJob` s (a
 whole utterance, or one chunk of a stream) and wait on a future; each tick the worker takes what is
 pending (up to ``max_batch``, waiting at most ``max_wait_ms`` after the oldest job arrived, so a lone
-request is barely delayed) and runs them with :func:`~runners.decode_batch.run_batch`: the flow of
+request is barely delayed) and runs them with :func:`~runners.models.decoder.batch.run_batch`: the flow of
 all of them as one padded batch (guidance rows too), the vocoder as one padded batch.
 
 Scheduling: a stream's first chunk goes before later chunks of other streams (first audio is what a
@@ -39,10 +39,10 @@ import numpy as np
 import torch
 from pydantic import BaseModel, Field
 
-from runners.decode_batch import DecodeJob, run_batch
+from runners.models.decoder.batch import DecodeJob, run_batch
 from runners.errors import EngineUnavailableError, RequestAbortedError
-from runners.streaming import ChunkTiming, StreamingDecoder
-from runners.token2wav import Token2Wav
+from runners.models.decoder.streaming import ChunkTiming, StreamingDecoder
+from runners.models.decoder.token2wav import Token2Wav
 
 log = logging.getLogger("editx.decoder")
 
@@ -340,7 +340,7 @@ class DecoderWorker:
 class DecoderSession:
     """One streamed request on a :class:`DecoderWorker`: push codec ids, get audio pieces.
 
-    The request's :class:`~runners.streaming.StreamingDecoder` keeps its state here; each chunk it
+    The request's :class:`~runners.models.decoder.streaming.StreamingDecoder` keeps its state here; each chunk it
     decides to decode is handed to the worker as a job and waited for. ``close()`` (from any thread)
     drops the session's pending job; a ``push``/``finish`` waiting on it raises RequestAbortedError.
     """

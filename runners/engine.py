@@ -32,12 +32,12 @@ from runners import privacy
 from runners.audio import DECODER_RATE, Audio
 from runners.config import EngineConfig
 from runners.decoder_worker import DecoderEvents, DecoderStats, DecoderWorker
-from runners.edit_vocab import VOCABULARY, EditVocabulary
+from runners.text.vocab import VOCABULARY, EditVocabulary
 from runners.errors import EngineUnavailableError
 from runners.events import EngineEvents
 from runners.jobs import CloneJob, EditJob, EditPass, Job, Progress, no_progress, step_seed
 from runners.lifecycle import EngineLifecycle
-from runners.model_store import ModelPaths, resolve_model_root
+from runners.models.store import ModelPaths, resolve_model_root
 from runners.pipeline.chunks import STAGES, AudioChunk, JobStream, Synthesis, add_timings
 from runners.pipeline.crossfade import CrossfadeJoiner
 from runners.pipeline.generate import Generator
@@ -45,8 +45,8 @@ from runners.pipeline.prepare import PreparedAudio, Preparer
 from runners.pipeline.synthesize import Synthesizer
 from runners.prompt_cache import PromptCache
 from runners.scheduler import EngineLoop, GenerationRequest, LLMRunner, Scheduler, SchedulerOutput, SchedulerStats
-from runners.token2wav import check_speed
-from runners.transcriber import DetailedTranscription, Transcriber, TranscriberConfig, Transcription
+from runners.models.decoder.token2wav import check_speed
+from runners.models.asr import DetailedTranscription, Transcriber, TranscriberConfig, Transcription
 from runners.voices import Voice, VoiceRegistry
 
 log = logging.getLogger("editx.engine")
@@ -61,12 +61,12 @@ __all__ = ["AudioChunk", "EditXEngine", "EngineEvents", "JobStream", "ModelParts
 class ModelParts:
     """Every loaded part of the model, typed (the lifecycle moves and drops them together)."""
 
-    audio_tokenizer: object  # runners.audio_tokenizer.AudioTokenizer
-    text_tokenizer: object  # runners.text_tokenizer.TextTokenizer
-    prompt_builder: object  # runners.prompts.PromptBuilder
-    llm: object  # runners.llm.Step1LM
-    speaker_encoder: object  # runners.prompt_features.SpeakerEncoder
-    token2wav: object  # runners.token2wav.Token2Wav
+    audio_tokenizer: object  # runners.models.tokenizers.audio_tokenizer.AudioTokenizer
+    text_tokenizer: object  # runners.models.tokenizers.text_tokenizer.TextTokenizer
+    prompt_builder: object  # runners.text.prompts.PromptBuilder
+    llm: object  # runners.models.step1.llm.Step1LM
+    speaker_encoder: object  # runners.models.decoder.prompt_features.SpeakerEncoder
+    token2wav: object  # runners.models.decoder.token2wav.Token2Wav
 
 
 @dataclass
@@ -381,8 +381,8 @@ class EditXEngine(EngineLifecycle):
 
     @property
     def is_tiny(self) -> bool:
-        """True for a random-weight root written by runners.tiny (its output is noise)."""
-        from runners.tiny import TINY_MARKER
+        """True for a random-weight root written by runners.models.tiny (its output is noise)."""
+        from runners.models.tiny import TINY_MARKER
 
         if self.config.is_tiny:
             return True
@@ -396,14 +396,14 @@ class EditXEngine(EngineLifecycle):
         cfg = self.config
         awq = cfg.llm_quantization == "awq"
         if cfg.is_tiny:
-            from runners.tiny import TINY_MARKER, build_tiny_model_root
+            from runners.models.tiny import TINY_MARKER, build_tiny_model_root
 
             root = cfg.tiny_root()
             if not (root / TINY_MARKER).is_file():
                 log.warning("EDITX_MODEL_PATH=tiny: writing a random-weight model to %s (output is noise)", root)
                 build_tiny_model_root(root)
             if awq and ModelPaths(root, awq=True).awq_dir is None:
-                from runners.tiny import write_tiny_awq_part
+                from runners.models.tiny import write_tiny_awq_part
 
                 log.warning("EDITX_LLM_QUANTIZATION=awq: writing the tiny AWQ-4bit checkpoint to %s", root)
                 write_tiny_awq_part(root)
@@ -411,12 +411,12 @@ class EditXEngine(EngineLifecycle):
         return resolve_model_root(cfg.model_path, cfg.model_source, funasr_id=cfg.funasr_id, awq=awq)
 
     def _load_parts(self) -> None:
-        from runners.audio_tokenizer import AudioTokenizer
-        from runners.llm import Step1LM
-        from runners.prompt_features import SpeakerEncoder
-        from runners.prompts import PromptBuilder
-        from runners.text_tokenizer import TextTokenizer
-        from runners.token2wav import Token2Wav
+        from runners.models.tokenizers.audio_tokenizer import AudioTokenizer
+        from runners.models.step1.llm import Step1LM
+        from runners.models.decoder.prompt_features import SpeakerEncoder
+        from runners.text.prompts import PromptBuilder
+        from runners.models.tokenizers.text_tokenizer import TextTokenizer
+        from runners.models.decoder.token2wav import Token2Wav
 
         paths = self.paths = self.resolve_paths()
         cfg = self.config
@@ -433,8 +433,8 @@ class EditXEngine(EngineLifecycle):
 
     def _start_serving(self) -> None:
         """The engine loop over the loaded LLM: one slot per running request, the cache allocated once."""
-        from runners.cuda_graphs import decode_function
-        from runners.quantization import cuda_graphs_mode
+        from runners.models.step1.cuda_graphs import decode_function
+        from runners.models.step1.quantization import cuda_graphs_mode
 
         llm = self._parts.llm
         cfg = self.config
@@ -468,7 +468,7 @@ class EditXEngine(EngineLifecycle):
         self.transcriber.unload()
 
     def _offload_refusal(self) -> str | None:
-        from runners.quantization import offload_supported
+        from runners.models.step1.quantization import offload_supported
 
         if offload_supported(self.config.llm_quantization):
             return None
@@ -539,7 +539,7 @@ class EditXEngine(EngineLifecycle):
 
     def _llm_status(self) -> dict[str, object]:
         """The LLM variant, its weight memory once loaded, and what idle does with it."""
-        from runners.quantization import llm_status
+        from runners.models.step1.quantization import llm_status
 
         llm = getattr(self._parts, "llm", None)
         return llm_status(self.config.llm_quantization, getattr(llm, "model", None), self.config.idle_action)

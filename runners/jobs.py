@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from runners.audio import Audio
-from runners.edit_vocab import VOCABULARY
+from runners.text.vocab import VOCABULARY
 from runners.errors import InvalidInputError
 
 MAX_EDIT_PASSES = 5  # passes of one edit (n_edit_iter), and edit instructions after one clone

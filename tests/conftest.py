@@ -19,7 +19,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 @pytest.fixture(scope="session")
 def tiny_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from runners.tiny import build_tiny_model_root
+    from runners.models.tiny import build_tiny_model_root
 
     return build_tiny_model_root(tmp_path_factory.mktemp("tiny-model"), seed=0)
 
@@ -27,9 +27,9 @@ def tiny_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def t2w(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201 - Token2Wav, imported lazily
     """The tiny random decoder alone (flow + vocoder), shared by the decoder tests; only ever read."""
-    from runners.model_store import DECODER_DIR, LLM_DIR
-    from runners.tiny import build_tiny_model_root
-    from runners.token2wav import Token2Wav
+    from runners.models.store import DECODER_DIR, LLM_DIR
+    from runners.models.tiny import build_tiny_model_root
+    from runners.models.decoder.token2wav import Token2Wav
 
     root = build_tiny_model_root(tmp_path_factory.mktemp("tiny-decoder"), seed=0, parts=("decoder",))
     return Token2Wav(root / LLM_DIR / DECODER_DIR)

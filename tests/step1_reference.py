@@ -4,7 +4,7 @@
   slot, the shape of the official ``generate`` call, to compare with transformers' own
   ``model.generate`` and with the recorded upstream ids.
 - :class:`RepetitionAwareLogitsProcessor`: the official repetition rule in transformers'
-  processor form, to check :mod:`runners.sampling` against.
+  processor form, to check :mod:`runners.models.step1.sampling` against.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from __future__ import annotations
 import torch
 from transformers import LogitsProcessor
 
-from runners.llm import Step1LM
-from runners.sampling import OFFICIAL_TEMPERATURE, REPETITION_WINDOW, SamplingParams
+from runners.models.step1.llm import Step1LM
+from runners.models.step1.sampling import OFFICIAL_TEMPERATURE, REPETITION_WINDOW, SamplingParams
 
 OFFICIAL_MAX_LENGTH = 8192
 REPETITION_THRESHOLD = 0.1

@@ -62,7 +62,7 @@ def parity_signal(name: str) -> tuple[np.ndarray, int]:
 
 
 def _all_tiny_parts_exist() -> bool:
-    return all(importlib.util.find_spec(f"runners.tiny.{m}") is not None for m in ("step1", "decoder"))
+    return all(importlib.util.find_spec(f"runners.models.tiny.{m}") is not None for m in ("step1", "decoder"))
 
 
 @pytest.fixture(scope="module")
@@ -70,15 +70,15 @@ def model_root(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPath
     """The shared tiny root once every part exists; a tokenizer-only root until then."""
     if _all_tiny_parts_exist():
         return request.getfixturevalue("tiny_root")
-    from runners.tiny import build_tiny_model_root
+    from runners.models.tiny import build_tiny_model_root
 
     return build_tiny_model_root(tmp_path_factory.mktemp("tiny-tokenizer"), seed=0, parts={"tokenizer"})
 
 
 @pytest.fixture(scope="module")
 def tokenizer(model_root: Path):
-    from runners.audio_tokenizer import AudioTokenizer
-    from runners.model_store import ModelPaths
+    from runners.models.tokenizers.audio_tokenizer import AudioTokenizer
+    from runners.models.store import ModelPaths
 
     return AudioTokenizer(ModelPaths(model_root), device="cpu")
 
@@ -112,7 +112,7 @@ def test_code_rates_and_ranges(tokenizer) -> None:
 
 
 def test_token_forms(tokenizer) -> None:
-    from runners.tokens import LLM_AUDIO_OFFSET, deinterleave, parse_token_string
+    from runners.models.tokenizers.tokens import LLM_AUDIO_OFFSET, deinterleave, parse_token_string
 
     tokens = tokenizer.tokenize(_audio(speechlike(16000, 1.5), 16000))
     groups = min(len(tokens.vq02) // 2, len(tokens.vq06) // 3)
@@ -154,14 +154,14 @@ def test_stereo_file_is_mixed_to_mono(tokenizer) -> None:
 
 def test_empty_audio_is_a_clear_error(tokenizer) -> None:
     from runners.audio import Audio
-    from runners.audio_tokenizer import AudioTokenizationError
+    from runners.models.tokenizers.audio_tokenizer import AudioTokenizationError
 
     with pytest.raises(AudioTokenizationError, match="no samples"):
         tokenizer.tokenize(Audio(torch.zeros(0), 16000))
 
 
 def test_wrong_vq06_rate_is_a_clear_error(tokenizer, monkeypatch: pytest.MonkeyPatch) -> None:
-    from runners.audio_tokenizer import AudioTokenizationError
+    from runners.models.tokenizers.audio_tokenizer import AudioTokenizationError
 
     monkeypatch.setattr(tokenizer._vq06, "run", lambda inputs: [np.zeros((1, 3), dtype=np.int64)])
     with pytest.raises(AudioTokenizationError, match="25 per second"):
@@ -171,8 +171,8 @@ def test_wrong_vq06_rate_is_a_clear_error(tokenizer, monkeypatch: pytest.MonkeyP
 def test_missing_funasr_folder_fails_fast_without_network(model_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import funasr
 
-    from runners.audio_tokenizer import AudioTokenizer
-    from runners.model_store import ModelLayoutError, ModelPaths
+    from runners.models.tokenizers.audio_tokenizer import AudioTokenizer
+    from runners.models.store import ModelLayoutError, ModelPaths
 
     def no_hub(*args: object, **kwargs: object) -> None:
         raise AssertionError("FunASR must not be asked to resolve a missing folder")
@@ -185,8 +185,8 @@ def test_missing_funasr_folder_fails_fast_without_network(model_root: Path, monk
 
 
 def test_loading_keeps_global_torch_state(model_root: Path) -> None:
-    from runners.audio_tokenizer import AudioTokenizer
-    from runners.model_store import ModelPaths
+    from runners.models.tokenizers.audio_tokenizer import AudioTokenizer
+    from runners.models.store import ModelPaths
 
     threads = torch.get_num_threads()
     torch.manual_seed(1234)
@@ -205,7 +205,7 @@ def _parity() -> dict:
 
 
 def test_whisper_mel_matches_openai_whisper_numbers() -> None:
-    from runners.whisper_mel import log_mel_spectrogram, mel_filterbank
+    from runners.models.tokenizers.whisper_mel import log_mel_spectrogram, mel_filterbank
 
     record = _parity()
     filters = mel_filterbank(n_mels=128)
@@ -226,7 +226,7 @@ def test_whisper_mel_matches_openai_whisper_numbers() -> None:
 
 @pytest.mark.parametrize("case", list(PARITY_CASES))
 def test_codes_match_official_tokenizer(tokenizer, case: str) -> None:
-    from runners.whisper_mel import log_mel_spectrogram
+    from runners.models.tokenizers.whisper_mel import log_mel_spectrogram
 
     expected = _parity()["cases"][case]
     x, rate = parity_signal(case)

@@ -69,7 +69,7 @@ def test_dockerfile_installs_what_the_service_imports(bento_dir: Path) -> None:
 
 def test_bento_carries_the_code_and_not_the_tests(bento_dir: Path) -> None:
     src = bento_dir / "src"
-    for path in ("service.py", "runners/engine.py", "api/status.py", "api/native/routes.py", "ui/app.py", "runners/tiny/__init__.py"):
+    for path in ("service.py", "runners/engine.py", "api/status.py", "api/native/routes.py", "ui/app.py", "runners/models/tiny/__init__.py"):
         assert (src / path).is_file(), path
     assert not (src / "tests").exists() and not (src / ".venv").exists()
     assert not list(src.rglob("__pycache__"))

@@ -1,6 +1,6 @@
 """cosyvoice.yaml: read as data (tags never executed), typed, and checked against the official naming.
 
-Official numbers (OFFICIAL_FLOW in runners/tiny/decoder.py), and how sure we are:
+Official numbers (OFFICIAL_FLOW in runners/models/tiny/decoder.py), and how sure we are:
 - confirmed by the upstream code: DiT in_channels 320 (= 4 × 80), hidden 512, depth 16,
   8 heads × 64 (streaming cache buffers (16, 2, 8, T, 128) and (16, 2, 1024, 2)),
   encoder width 512, pre_lookahead_len 3, up stride 2, vocab 5121 (1024 + 4096 + pad),
@@ -21,10 +21,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from runners.decoder_config import DecoderConfigError, load_decoder_config, parse_decoder_config, read_tagged_yaml
-from runners.flow import CausalMaskedDiffWithXvec, expected_flow_state_shapes
-from runners.model_store import DECODER_DIR, LLM_DIR
-from runners.tiny.decoder import OFFICIAL_FLOW, TINY_FLOW, render_decoder_yaml
+from runners.models.decoder.config import DecoderConfigError, load_decoder_config, parse_decoder_config, read_tagged_yaml
+from runners.models.decoder.flow import CausalMaskedDiffWithXvec, expected_flow_state_shapes
+from runners.models.store import DECODER_DIR, LLM_DIR
+from runners.models.tiny.decoder import OFFICIAL_FLOW, TINY_FLOW, render_decoder_yaml
 
 OFFICIAL_FLOW_PT_BYTES = 615_274_252  # size of the released CosyVoice-300M-25Hz/flow.pt
 
@@ -56,7 +56,7 @@ HIFT_STUB = {"in_channels": 80, "sampling_rate": 24000}
 
 @pytest.fixture(scope="module")
 def tiny_decoder_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from runners.tiny import build_tiny_model_root
+    from runners.models.tiny import build_tiny_model_root
 
     root = build_tiny_model_root(tmp_path_factory.mktemp("tiny-decoder"), seed=0, parts=("decoder",))
     return root / LLM_DIR / DECODER_DIR

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from runners.edit_vocab import VOCABULARY, InvalidEditError, validate_edit
+from runners.text.vocab import VOCABULARY, InvalidEditError, validate_edit
 from runners.errors import InvalidInputError
 
 

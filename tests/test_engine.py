@@ -10,7 +10,7 @@ import torch
 
 from runners.audio import Audio
 from runners.config import EngineConfig
-from runners.edit_vocab import VOCABULARY
+from runners.text.vocab import VOCABULARY
 from runners.engine import EditXEngine
 from runners.errors import InputTooLargeError, InvalidInputError
 

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from runners.decoder_config import load_decoder_config
-from runners.flow import CausalMaskedDiffWithXvec, cosine_time_grid, expected_flow_state_shapes, seeded_noise
-from runners.model_store import DECODER_DIR, LLM_DIR
-from runners.tiny.decoder import write_flow
-from runners.tokens import to_frame_pairs
+from runners.models.decoder.config import load_decoder_config
+from runners.models.decoder.flow import CausalMaskedDiffWithXvec, cosine_time_grid, expected_flow_state_shapes, seeded_noise
+from runners.models.store import DECODER_DIR, LLM_DIR
+from runners.models.tiny.decoder import write_flow
+from runners.models.tokenizers.tokens import to_frame_pairs
 
 PARITY = Path(__file__).parent / "data" / "parity" / "flow_mel.npz"
 PARITY_ATOL = 1e-4  # measured difference on the CPU in fp32: 0.0 (bit-identical)
@@ -20,7 +20,7 @@ PARITY_ATOL = 1e-4  # measured difference on the CPU in fp32: 0.0 (bit-identical
 
 @pytest.fixture(scope="module")
 def decoder_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from runners.tiny import build_tiny_model_root
+    from runners.models.tiny import build_tiny_model_root
 
     root = build_tiny_model_root(tmp_path_factory.mktemp("tiny-flow"), seed=0, parts=("decoder",))
     return root / LLM_DIR / DECODER_DIR
@@ -118,7 +118,7 @@ def test_frame_pairs_match_the_upstream_reshape() -> None:
 
 def test_mel_matches_the_upstream_flow(flow: CausalMaskedDiffWithXvec) -> None:
     """Upstream CausalMaskedDiffWithXvec on the same tiny flow.pt, same noise (see tests/data/parity/README.md)."""
-    from runners.token2wav import align_prompt_mel
+    from runners.models.decoder.token2wav import align_prompt_mel
 
     data = np.load(PARITY)
     assert int(data["tiny_seed"]) == 0

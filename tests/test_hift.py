@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from runners.hift import HiFTGenerator, expected_hift_state_shapes, load_hift
-from runners.tiny.vocoder import tiny_hift_section, tiny_hift_state, write_hift
+from runners.models.decoder.hift import HiFTGenerator, expected_hift_state_shapes, load_hift
+from runners.models.tiny.vocoder import tiny_hift_section, tiny_hift_state, write_hift
 
 PARITY = Path(__file__).parent / "data" / "parity" / "hift_wave.npz"
 

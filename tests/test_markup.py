@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from runners.edit_vocab import LANGUAGE_TAGS
+from runners.text.vocab import LANGUAGE_TAGS
 from runners.errors import InvalidInputError
-from runners.markup import check_markup, pronunciation_mark
+from runners.text.markup import check_markup, pronunciation_mark
 
 
 @pytest.mark.parametrize("tag", LANGUAGE_TAGS)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from runners.config import EngineConfig
-from runners.model_store import (
+from runners.models.store import (
     DEFAULT_FUNASR_ID,
     ModelDownloadError,
     ModelLayoutError,

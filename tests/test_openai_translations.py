@@ -1,6 +1,6 @@
 """POST /v1/audio/translations through the real ``openai`` client, served with a multilingual Whisper.
 
-The Whisper here is a tiny random multilingual one (``runners.tiny.whisper``): its words are noise,
+The Whisper here is a tiny random multilingual one (``runners.models.tiny.whisper``): its words are noise,
 so the tests check what a client relies on — status, shapes, formats — not the English it writes.
 The English-only refusal is checked against the default server in ``test_openai_api.py``.
 """
@@ -20,7 +20,7 @@ from tests.test_openai_api import served
 
 @pytest.fixture(scope="module")
 def client(tiny_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[openai.OpenAI]:
-    from runners.tiny.whisper import write_multilingual_whisper
+    from runners.models.tiny.whisper import write_multilingual_whisper
 
     whisper = write_multilingual_whisper(tmp_path_factory.mktemp("whisper") / "tiny-multilingual")
     with pytest.MonkeyPatch.context() as mp:

@@ -12,14 +12,14 @@ import torch
 import torchaudio
 
 from runners.audio import Audio
-from runners.prompt_features import (
+from runners.models.decoder.prompt_features import (
     MelConfig,
     SpeakerEncoder,
     prompt_features,
     prompt_mel,
     slaney_mel_filters,
 )
-from runners.tiny.vocoder import CAMPPLUS_INPUT, write_campplus
+from runners.models.tiny.vocoder import CAMPPLUS_INPUT, write_campplus
 
 PARITY = Path(__file__).parent / "data" / "parity" / "features_mel.npz"
 
@@ -134,8 +134,8 @@ def test_prompt_features_apply_the_peak_limit(speaker: SpeakerEncoder) -> None:
 
 
 def test_prompt_mel_takes_the_decoder_config_mel_settings() -> None:
-    """The engine may pass ``runners.decoder_config.MelConfig`` (same field names) instead of ours."""
-    from runners.decoder_config import MelConfig as DecoderMel
+    """The engine may pass ``runners.models.decoder.config.MelConfig`` (same field names) instead of ours."""
+    from runners.models.decoder.config import MelConfig as DecoderMel
 
     wav = torch.randn(24000, generator=torch.Generator().manual_seed(4)) * 0.1
     torch.testing.assert_close(prompt_mel(wav, DecoderMel()), prompt_mel(wav), rtol=0, atol=0)

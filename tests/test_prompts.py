@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from runners.chat_template import find_chat_template
-from runners.edit_vocab import VOCABULARY, InvalidEditError
-from runners.prompts import PromptBuilder, clone_speaker_id, edit_instruction, system_turn_length
-from runners.text_tokenizer import TextTokenizer
-from runners.tiny import build_tiny_model_root
+from runners.text.chat_template import find_chat_template
+from runners.text.vocab import VOCABULARY, InvalidEditError
+from runners.text.prompts import PromptBuilder, clone_speaker_id, edit_instruction, system_turn_length
+from runners.models.tokenizers.text_tokenizer import TextTokenizer
+from runners.models.tiny import build_tiny_model_root
 
 
 class CharTokenizer:

@@ -31,9 +31,9 @@ from pydantic import ValidationError
 
 from runners.config import EngineConfig
 from runners.engine import EditXEngine
-from runners.llm import Step1LM
-from runners.model_store import AWQ_DIR, DECODER_DIR, LLM_DIR, TOKENIZER_DIR, ModelLayoutError, ModelPaths
-from runners.quantization import (
+from runners.models.step1.llm import Step1LM
+from runners.models.store import AWQ_DIR, DECODER_DIR, LLM_DIR, TOKENIZER_DIR, ModelLayoutError, ModelPaths
+from runners.models.step1.quantization import (
     NF4_BLOCKSIZE,
     bnb_cpu_refusal,
     kept_unquantized,
@@ -43,9 +43,9 @@ from runners.quantization import (
     quantized_layer_types,
     weight_memory,
 )
-from runners.step1 import OFFICIAL_CONFIG, expected_state_shapes
-from runners.tiny import write_tiny_awq_part
-from runners.tiny.awq import WEIGHTS_FILE, dequantized_error
+from runners.models.step1 import OFFICIAL_CONFIG, expected_state_shapes
+from runners.models.tiny import write_tiny_awq_part
+from runners.models.tiny.awq import WEIGHTS_FILE, dequantized_error
 from tests.service_helpers import decode, in_process_service, service_env, tone, wav_bytes
 
 BOUNDS = {  # variant: (mean rel error ≤, max rel error ≤, top-1 agreement ≥, ref top-1 in top 5 ≥)
@@ -65,8 +65,8 @@ def awq_root(tiny_root: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def fixed_prompt(tiny_root: Path) -> torch.Tensor:
-    from runners.prompts import PromptBuilder
-    from runners.text_tokenizer import TextTokenizer
+    from runners.text.prompts import PromptBuilder
+    from runners.models.tokenizers.text_tokenizer import TextTokenizer
 
     gen = torch.Generator().manual_seed(1234)
     codec = torch.randint(0, 5120, (150,), generator=gen).tolist()
@@ -299,7 +299,7 @@ def test_awq_decoder_rule_and_what_is_missing(awq_root: Path, tmp_path: Path) ->
 
 def test_a_hub_id_with_awq_fetches_the_awq_repository_beside(awq_root: Path, tmp_path: Path,
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    import runners.model_store as store
+    import runners.models.store as store
 
     local = {store.HF_LLM_REPO: awq_root / LLM_DIR, store.HF_TOKENIZER_REPO: awq_root / TOKENIZER_DIR,
              store.HF_AWQ_REPO: awq_root / AWQ_DIR}
@@ -319,7 +319,7 @@ def _engine(root: Path, variant: str, **overrides: object) -> EditXEngine:
 
 
 def test_cuda_graphs_stay_off_by_default_for_bitsandbytes() -> None:
-    from runners.quantization import cuda_graphs_mode
+    from runners.models.step1.quantization import cuda_graphs_mode
 
     assert cuda_graphs_mode("int8", "auto") == "0" and cuda_graphs_mode("nf4", "auto") == "0"
     assert cuda_graphs_mode("awq", "auto") == "auto" and cuda_graphs_mode("none", "auto") == "auto"

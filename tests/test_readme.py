@@ -6,7 +6,7 @@ import re
 
 from api.settings import HttpSettings
 from runners.config import EngineConfig
-from runners.transcriber import ENV_PREFIX, TranscriberConfig
+from runners.models.asr import ENV_PREFIX, TranscriberConfig
 from tests.readme_snippets import README
 
 

@@ -139,7 +139,7 @@ def test_status_reports_what_operators_need(ready: Harness) -> None:
 
 
 def test_vocabulary_endpoint(ready: Harness) -> None:
-    from runners.edit_vocab import VOCABULARY
+    from runners.text.vocab import VOCABULARY
 
     assert ready.client.get("/vocabulary").json() == VOCABULARY.model_dump(mode="json")
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from starlette.testclient import TestClient
 
-from runners.audio_tokenizer import AudioTokenizer
-from runners.prompt_features import SpeakerEncoder
+from runners.models.tokenizers.audio_tokenizer import AudioTokenizer
+from runners.models.decoder.prompt_features import SpeakerEncoder
 from tests.concurrency import race
 from tests.service_helpers import in_process_service, service_env, tone, wav_bytes
 from tests.test_engine_lifecycle import wait_for
@@ -30,7 +30,7 @@ def _edit(client: TestClient, seed: int = 0) -> int:
 @pytest.fixture
 def feature_calls(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
     """Counts every real run of the tokenizer, the prompt mel and the speaker model, in any engine here."""
-    from runners import prompt_features
+    from runners.models.decoder import prompt_features
 
     calls = {"tokenizer": 0, "mel": 0, "speaker": 0}
 

@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from runners.tiny import random_codec_ids
-from runners.token2wav import Token2Wav, check_speed, scaled_length, time_scale_mel
+from runners.models.tiny import random_codec_ids
+from runners.models.decoder.token2wav import Token2Wav, check_speed, scaled_length, time_scale_mel
 
 
 PROMPT = random_codec_ids(40, 1)

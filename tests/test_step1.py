@@ -13,10 +13,10 @@ import torch
 from safetensors import safe_open
 from transformers import AutoConfig, AutoModelForCausalLM, DynamicCache
 
-from runners.llm import Step1LM
+from runners.models.step1.llm import Step1LM
 from tests.step1_reference import RepetitionAwareLogitsProcessor, generate
-from runners.model_store import LLM_DIR
-from runners.step1 import (
+from runners.models.store import LLM_DIR
+from runners.models.step1 import (
     OFFICIAL_CONFIG,
     Step1Config,
     Step1ForCausalLM,
@@ -24,8 +24,8 @@ from runners.step1 import (
     expected_state_shapes,
     sqrt_alibi_bias,
 )
-from runners.tiny import build_tiny_model_root
-from runners.tiny.step1 import WEIGHTS_FILE
+from runners.models.tiny import build_tiny_model_root
+from runners.models.tiny.step1 import WEIGHTS_FILE
 
 PARITY = Path(__file__).parent / "data" / "parity" / "step1_logits.npz"
 EOS = 3
@@ -334,7 +334,7 @@ def test_a_seeded_prompt_gives_the_same_ids_alone_and_among_seven_others(lm: Ste
 
 
 def test_a_prompt_head_copied_from_the_prefix_store_gives_the_computed_logits(lm: Step1LM) -> None:
-    from runners.kv_cache import PrefixStore
+    from runners.models.step1.kv_cache import PrefixStore
 
     head = _prompt(12, seed=50)
     texts = [_prompt(5, seed=51), _prompt(9, seed=52)]
@@ -356,7 +356,7 @@ def test_a_prompt_head_copied_from_the_prefix_store_gives_the_computed_logits(lm
 
 
 def test_the_prefix_store_keeps_the_most_recently_used_heads_within_its_token_bound(lm: Step1LM) -> None:
-    from runners.kv_cache import PrefixStore
+    from runners.models.step1.kv_cache import PrefixStore
 
     store = PrefixStore(max_tokens=20)
     cache = lm.new_cache(slots=1, max_len=32)

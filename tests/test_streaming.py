@@ -1,7 +1,7 @@
 """StreamingDecoder on the tiny decoder: schedule, first-piece latency, length, closeness to the whole call.
 
 Closeness is measured three ways (figures from the tiny random model, CPU, see the report in the
-module docstring of runners/streaming.py for how the stream is made):
+module docstring of runners/models/decoder/streaming.py for how the stream is made):
 - the flow's mel of the stream against the whole-utterance mel: about 32–37 dB SNR (the missing part
   is what a frame's attention would have seen of tokens that were not generated yet);
 - the vocoder alone, fed the whole-utterance mel: the streamed waveform equals the whole-utterance
@@ -20,10 +20,10 @@ import numpy as np
 import pytest
 import torch
 
-from runners.streaming import StreamingDecoder
-from runners.tiny import random_codec_ids
-from runners.token2wav import Token2Wav, time_scale_mel
-from runners.tokens import to_frame_pairs
+from runners.models.decoder.streaming import StreamingDecoder
+from runners.models.tiny import random_codec_ids
+from runners.models.decoder.token2wav import Token2Wav, time_scale_mel
+from runners.models.tokenizers.tokens import to_frame_pairs
 
 
 PROMPT = random_codec_ids(100, 1)  # 60 frame pairs

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from runners.pipeline.crossfade import CrossfadeJoiner, join_with_crossfade
-from runners.text_split import DEFAULT_MAX_CHARS, split_sentences, split_text
+from runners.text.split import DEFAULT_MAX_CHARS, split_sentences, split_text
 
 
 def _bare(text: str) -> str:

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from runners.model_store import LLM_DIR
-from runners.text_tokenizer import TextTokenizer
-from runners.tokens import LLM_AUDIO_OFFSET, to_llm_ids, to_token_string
+from runners.models.store import LLM_DIR
+from runners.models.tokenizers.text_tokenizer import TextTokenizer
+from runners.models.tokenizers.tokens import LLM_AUDIO_OFFSET, to_llm_ids, to_token_string
 
 PARITY = Path(__file__).parent / "data" / "parity" / "step1_tokenizer_ids.json"
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from runners.token2wav import Token2Wav
-from runners.tokens import GROUP_SIZE, TOKENS_PER_SECOND
+from runners.models.decoder.token2wav import Token2Wav
+from runners.models.tokenizers.tokens import GROUP_SIZE, TOKENS_PER_SECOND
 
 PARITY = Path(__file__).parent / "data" / "parity" / "flow_mel.npz"
 
@@ -89,11 +89,11 @@ def test_rejects_inputs_it_cannot_decode(t2w: Token2Wav) -> None:
 
 
 def test_an_official_size_random_decoder_has_the_release_dimensions_and_decodes(tmp_path: Path) -> None:
-    """``runners.tiny --official-size``: what the speed benchmarks run must be as large as the release."""
-    from runners.model_store import DECODER_DIR, LLM_DIR
-    from runners.step1.configuration import OFFICIAL_CONFIG
-    from runners.tiny import build_tiny_model_root, random_codec_ids
-    from runners.tiny.step1 import TINY_DIMS, tiny_config_dict
+    """``runners.models.tiny --official-size``: what the speed benchmarks run must be as large as the release."""
+    from runners.models.store import DECODER_DIR, LLM_DIR
+    from runners.models.step1.configuration import OFFICIAL_CONFIG
+    from runners.models.tiny import build_tiny_model_root, random_codec_ids
+    from runners.models.tiny.step1 import TINY_DIMS, tiny_config_dict
     from tests.test_decoder_config import OFFICIAL_FLOW_PT_BYTES
 
     llm = tiny_config_dict(official_size=True)

@@ -1,11 +1,11 @@
-"""runners.tokens: the two id spaces, the 2:3 interleave and the decoder's frame pairs."""
+"""runners.models.tokenizers.tokens: the two id spaces, the 2:3 interleave and the decoder's frame pairs."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from runners.tokens import (
+from runners.models.tokenizers.tokens import (
     DECODER_PAD,
     LLM_AUDIO_OFFSET,
     deinterleave,

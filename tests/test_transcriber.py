@@ -12,10 +12,10 @@ import pytest
 import soundfile as sf
 import torch
 
-from runners import transcriber as tr
+from runners.models import asr as tr
 from runners.audio import Audio, decode_audio
 from runners.errors import InvalidInputError
-from runners.transcriber import ASRModelError, Transcriber, TranscriberConfig, Transcription, default_asr_model
+from runners.models.asr import ASRModelError, Transcriber, TranscriberConfig, Transcription, default_asr_model
 from tests.speech import SENTENCE, speak
 
 BUNDLED = tr.bundled_asr_model()
@@ -195,7 +195,7 @@ def test_translate_with_an_english_only_model_names_the_setting(asr: Transcriber
 
 @needs_model
 def test_translate_with_a_multilingual_model(tmp_path: Path, spoken: Path) -> None:
-    from runners.tiny.whisper import write_multilingual_whisper
+    from runners.models.tiny.whisper import write_multilingual_whisper
 
     folder = write_multilingual_whisper(tmp_path / "ml")
     asr = Transcriber(TranscriberConfig(model=str(folder), beam_size=1, device="cpu"))

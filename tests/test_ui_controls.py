@@ -7,12 +7,12 @@ from pathlib import Path
 import gradio as gr
 import pytest
 
-from runners.edit_vocab import CURRENT_PARALINGUISTIC_TAGS, LANGUAGE_TAGS
+from runners.text.vocab import CURRENT_PARALINGUISTIC_TAGS, LANGUAGE_TAGS
 from runners.errors import InvalidInputError
-from runners.markup import check_markup
-from runners.prompts import PromptBuilder
-from runners.text_tokenizer import TextTokenizer
-from runners.tiny import build_tiny_model_root
+from runners.text.markup import check_markup
+from runners.text.prompts import PromptBuilder
+from runners.models.tokenizers.text_tokenizer import TextTokenizer
+from runners.models.tiny import build_tiny_model_root
 from ui.controls import NO_LANGUAGE, add_markup_controls, insert_pronunciation, insert_tag, set_language
 
 

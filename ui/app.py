@@ -30,7 +30,7 @@ from api.logs import installed as installed_log_buffer
 from api.status import TINY_NOTE, build_status, require_ready
 from api.uploads import read_upload
 from runners.config import EngineConfig
-from runners.edit_vocab import VOCABULARY
+from runners.text.vocab import VOCABULARY
 from runners.engine import EditXEngine, Synthesis
 from runners.errors import USER_ERRORS, EngineUnavailableError, InvalidInputError
 from runners.jobs import CloneJob, EditJob, Progress, parse_instructions

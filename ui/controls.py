@@ -12,7 +12,7 @@ import re
 
 import gradio as gr
 
-from runners.edit_vocab import (
+from runners.text.vocab import (
     CURRENT_PARALINGUISTIC_TAGS,
     CURRENT_RELEASE,
     LANGUAGE_TAG_SPECS,
@@ -20,7 +20,7 @@ from runners.edit_vocab import (
     PARALINGUISTIC_TAG_SPECS,
 )
 from runners.errors import InvalidInputError
-from runners.markup import pronunciation_mark
+from runners.text.markup import pronunciation_mark
 
 NO_LANGUAGE = "Mandarin / English (no tag)"
 _LEADING_LANGUAGE = re.compile(r"^\s*(?:" + "|".join(re.escape(t) for t in LANGUAGE_TAGS) + r")\s*", re.IGNORECASE)

@@ -20,7 +20,7 @@ from api.uploads import read_upload
 from runners.engine import EditXEngine
 from runners.errors import USER_ERRORS, RequestAbortedError
 from runners.jobs import CloneJob, EditJob, parse_instructions
-from runners.transcriber import Transcription
+from runners.models.asr import Transcription
 
 
 async def _upload(engine: EditXEngine, path: Path | None, field: str):  # noqa: ANN202 - Audio | None

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends
 from api.deps import current_engine, current_settings
 from api.logs import LogRecordOut, installed
 from api.status import StatusResponse, build_status
-from runners.edit_vocab import EditVocabulary
+from runners.text.vocab import EditVocabulary
 from runners.engine import EditXEngine
 from runners.prompt_cache import CacheStats
 

@@ -21,7 +21,7 @@ from api.openai.protocol import (
 )
 from api.status import require_ready
 from runners.errors import InvalidInputError
-from runners.transcriber import DetailedTranscription, Segment
+from runners.models.asr import DetailedTranscription, Segment
 
 if TYPE_CHECKING:
     from runners.engine import EditXEngine

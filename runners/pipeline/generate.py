@@ -18,10 +18,10 @@ import torch
 
 from runners.config import EngineConfig
 from runners.errors import EngineUnavailableError
-from runners.prompts import system_turn_length
-from runners.sampling import SamplingParams
+from runners.text.prompts import system_turn_length
+from runners.models.step1.sampling import SamplingParams
 from runners.scheduler import EngineLoop, GenerationRequest
-from runners.tokens import CODEC_VOCAB, LLM_AUDIO_OFFSET, from_llm_ids
+from runners.models.tokenizers.tokens import CODEC_VOCAB, LLM_AUDIO_OFFSET, from_llm_ids
 
 log = logging.getLogger("editx.engine")
 

@@ -21,15 +21,15 @@ import torch
 from runners import privacy
 from runners.audio import DECODER_RATE, TOKENIZER_RATE, Audio, limit_peak
 from runners.config import EngineConfig
-from runners.edit_vocab import VOCABULARY, validate_edit
+from runners.text.vocab import VOCABULARY, validate_edit
 from runners.errors import InputTooLargeError, InvalidInputError
 from runners.jobs import MAX_EDIT_PASSES, EditPass
-from runners.markup import check_markup
+from runners.text.markup import check_markup
 from runners.prompt_cache import PromptCache, PromptFeatures, audio_key
-from runners.prompts import edit_instruction
-from runners.token2wav import check_speed
-from runners.tokens import TOKENS_PER_SECOND
-from runners.transcriber import DetailedTranscription, Transcriber
+from runners.text.prompts import edit_instruction
+from runners.models.decoder.token2wav import check_speed
+from runners.models.tokenizers.tokens import TOKENS_PER_SECOND
+from runners.models.asr import DetailedTranscription, Transcriber
 
 if TYPE_CHECKING:
     from runners.engine import ModelParts
@@ -198,7 +198,7 @@ class Preparer:
 
         A cache hit runs neither the tokenizer nor the mel nor the speaker model.
         """
-        from runners.prompt_features import prompt_mel
+        from runners.models.decoder.prompt_features import prompt_mel
 
         limited = Audio(limit_peak(audio.samples), audio.sample_rate)
         key = self._features_key(limited)
@@ -226,7 +226,7 @@ class Preparer:
         """A clone text as the pieces generated together: one, or its sentences when long."""
         if len(text) <= SENTENCE_MAX_CHARS:
             return [text]
-        from runners.text_split import split_text
+        from runners.text.split import split_text
 
         return split_text(text, max_chars=SENTENCE_MAX_CHARS)
 

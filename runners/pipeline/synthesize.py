@@ -1,7 +1,7 @@
 """Synthesis: codec ids to waveform, whole or as the ids arrive.
 
 Whole: the flow and the vocoder run once over all of a piece's ids (the official non-streamed
-decode). Streamed: a :class:`~runners.streaming.StreamingDecoder` turns ids into audio chunk by
+decode). Streamed: a :class:`~runners.models.decoder.streaming.StreamingDecoder` turns ids into audio chunk by
 chunk while the LLM is still generating. Both report the seconds spent in the flow and in the
 vocoder. Both go through the decoder worker (:mod:`runners.decoder_worker`), one thread beside the
 LLM loop that runs the decodes of all requests as batches.

@@ -23,7 +23,7 @@ from typing import Protocol
 
 import torch
 
-from runners.kv_cache import PrefixStore
+from runners.models.step1.kv_cache import PrefixStore
 from runners.scheduler.request import GenerationRequest, Job
 from runners.scheduler.scheduler import Scheduler, SchedulerOutput
 
@@ -47,7 +47,7 @@ class StepTokens:
 
 
 class LLMRunner:
-    """Runs planned steps on :class:`runners.llm.Step1LM` with a preallocated slot cache.
+    """Runs planned steps on :class:`runners.models.step1.llm.Step1LM` with a preallocated slot cache.
 
     With ``prefix_tokens`` > 0 it keeps a :class:`PrefixStore` of shared prompt heads: the
     scheduler asks :attr:`prefix_lookup` and plans copies instead of prefills.

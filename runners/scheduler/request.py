@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 from runners.errors import RequestAbortedError
-from runners.sampling import SamplingParams
+from runners.models.step1.sampling import SamplingParams
 
 
 class RequestStatus(str, Enum):

@@ -24,12 +24,12 @@ import numpy as np
 import pytest
 import torch
 
-from runners.decode_batch import DecodeJob, run_batch
+from runners.models.decoder.batch import DecodeJob, run_batch
 from runners.decoder_worker import STARVE_TICKS, DecoderEvents, DecoderStats, DecoderWorker, _Pending
 from runners.errors import EngineUnavailableError, RequestAbortedError
-from runners.streaming import StreamingDecoder
-from runners.tiny import random_codec_ids
-from runners.token2wav import Token2Wav
+from runners.models.decoder.streaming import StreamingDecoder
+from runners.models.tiny import random_codec_ids
+from runners.models.decoder.token2wav import Token2Wav
 
 MEL_ATOL = 5e-5  # measured ≤ 4.4e-6
 WAVE_SNR_DB = 55.0  # measured 65–72 dB

@@ -12,7 +12,7 @@ import pytest
 from runners.config import EngineConfig
 from runners.engine import EditXEngine
 from runners.errors import QueueFullError, RequestAbortedError
-from runners.prompts import EOT_ID
+from runners.text.prompts import EOT_ID
 from tests.concurrency import race
 from tests.test_engine import voice
 from tests.test_streaming import _band_distance

@@ -7,7 +7,7 @@ import threading
 import pytest
 
 from runners.errors import QueueFullError, RequestAbortedError
-from runners.sampling import SamplingParams
+from runners.models.step1.sampling import SamplingParams
 from runners.scheduler import EngineLoop, FinishReason, GenerationRequest, Scheduler, SchedulerOutput, StepTokens
 
 EOS = 3

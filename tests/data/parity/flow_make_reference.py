@@ -3,7 +3,7 @@
 Usage (upstream sources and their deps live outside the repo and our venv):
     git -C <mirror>/stepfun-ai+Step-Audio-EditX/repo archive HEAD stepvocoder | tar x -C /tmp/ref-upstream
     pip install --target /tmp/ref-flow einops hyperpyyaml
-    python -c "from runners.tiny.decoder import write_decoder_part; write_decoder_part('/tmp/tinydec0', 0)"
+    python -c "from runners.models.tiny.decoder import write_decoder_part; write_decoder_part('/tmp/tinydec0', 0)"
     python tests/data/parity/flow_make_reference.py /tmp/tinydec0 tests/data/parity/flow_mel.npz
 """
 import sys
@@ -21,7 +21,7 @@ for _name in ("whisper", "scipy", "scipy.signal"):  # imported by upstream modul
         except ImportError:
             _m = types.ModuleType(_name); _m.get_window = None; sys.modules[_name] = _m
 
-root = Path(sys.argv[1])          # tiny decoder dir written by runners.tiny.decoder.write_decoder_part(seed=0)
+root = Path(sys.argv[1])          # tiny decoder dir written by runners.models.tiny.decoder.write_decoder_part(seed=0)
 out = Path(sys.argv[2])
 torch.manual_seed(1234)
 with open(root / "cosyvoice.yaml") as f:

@@ -27,8 +27,8 @@ from stepvocoder.cosyvoice2.hifigan.f0_predictor import ConvRNNF0Predictor  # no
 from stepvocoder.cosyvoice2.matcha.audio import mel_spectrogram  # noqa: E402
 from stepvocoder.cosyvoice2.cli.frontend import CosyVoiceFrontEnd  # noqa: E402
 
-from runners.hift import expected_hift_state_shapes  # noqa: E402
-from runners.tiny.vocoder import tiny_hift_section, write_campplus, write_hift  # noqa: E402
+from runners.models.decoder.hift import expected_hift_state_shapes  # noqa: E402
+from runners.models.tiny.vocoder import tiny_hift_section, write_campplus, write_hift  # noqa: E402
 
 OFFICIAL = dict(
     in_channels=80, base_channels=512, nb_harmonics=8, sampling_rate=24000, nsf_alpha=0.1, nsf_sigma=0.003,

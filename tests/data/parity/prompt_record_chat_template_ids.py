@@ -4,7 +4,7 @@ Upstream's prompt methods (``_encode_audio_edit_prompt``, ``_encode_audio_edit_c
 ``config/prompts.py`` are taken from the upstream mirror at a652e87 into /tmp (never into this repository);
 only those two methods are compiled out of ``tts.py`` (the rest of the file needs vLLM and CUDA) and run with
 transformers 4.57.3 (the release's pin is ``transformers>=4.57.3``) on the tiny tokenizer files written by
-``runners.tiny`` with ``chat_template=True``:
+``runners.models.tiny`` with ``chat_template=True``:
 
     pip install --target /tmp/ref-457 transformers==4.57.3 "tokenizers>=0.22,<0.23" "huggingface-hub<1.0"
     M=<mirror of stepfun-ai/Step-Audio-EditX with a652e87>; mkdir -p /tmp/up2026
@@ -56,8 +56,8 @@ def main() -> None:
     import transformers
     from transformers import AutoTokenizer
 
-    from runners.tiny import build_tiny_model_root
-    from runners.tokens import to_token_string
+    from runners.models.tiny import build_tiny_model_root
+    from runners.models.tokenizers.tokens import to_token_string
 
     assert transformers.__version__ == "4.57.3", transformers.__version__
     spec = importlib.util.spec_from_file_location("upstream_prompts", UPSTREAM / "upstream_prompts.py")

@@ -7,7 +7,7 @@ as ``modeling_step1`` from REF_CODE_DIR and transformers 4.53.3 first on the pat
     pip install --target /tmp/ref-step1 transformers==4.53.3 einops "tokenizers<0.22" "huggingface-hub<1"
     PYTHONPATH=/tmp/ref-step1:/tmp/ref_step1_code:. .venv/bin/python tests/data/parity/step1_record_reference.py
 
-It builds the seed-0 tiny checkpoint (runners.tiny, step1 part only), runs the
+It builds the seed-0 tiny checkpoint (runners.models.tiny, step1 part only), runs the
 reference in fp32 on the CPU, and writes step1_logits.npz beside this file.
 """
 
@@ -34,8 +34,8 @@ def main() -> None:
 
     import modeling_step1 as ref  # the reference, from REF_CODE_DIR
 
-    from runners.text_tokenizer import TextTokenizer
-    from runners.tiny import build_tiny_model_root
+    from runners.models.tokenizers.text_tokenizer import TextTokenizer
+    from runners.models.tiny import build_tiny_model_root
 
     class ReferenceRepetitionRule(LogitsProcessor):
         """Upstream's rule, restated: last id in >10 % of the last 10 ids → -inf."""

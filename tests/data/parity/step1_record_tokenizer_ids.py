@@ -33,7 +33,7 @@ def main() -> None:
     import transformers
     from transformers import AutoTokenizer
 
-    from runners.tiny import build_tiny_model_root
+    from runners.models.tiny import build_tiny_model_root
 
     assert transformers.__version__.startswith("4."), transformers.__version__
     out: dict[str, object] = {"transformers": transformers.__version__, "texts": TEXTS, "ids": {}}

@@ -8,7 +8,7 @@ Not part of the test suite; run by hand (see README.md, "Audio tokenizer"):
     # device=0 -> device="cpu" and CUDAExecutionProvider -> CPUExecutionProvider (tokenizer.py)
     # openai-whisper is sdist-only: `pip wheel --no-deps` it in a scratch venv, then
     pip install --target /tmp/ref-tok --no-deps openai_whisper-20240930-py3-none-any.whl sox==1.5.0 librosa==0.10.2.post1
-    python -c "from runners.tiny import build_tiny_model_root as b; b('/tmp/tiny0', seed=0, parts={'tokenizer'})"
+    python -c "from runners.models.tiny import build_tiny_model_root as b; b('/tmp/tiny0', seed=0, parts={'tokenizer'})"
     .venv/bin/python tests/data/parity/tokenizer_record_reference.py /tmp/tiny0 tests/data/parity/tokenizer_codes.json
 """
 import importlib.util, json, sys, os

@@ -1,0 +1,1 @@
+"""Text: long-text splitting, the prompt layouts, the edit vocabulary and the markup rules."""
