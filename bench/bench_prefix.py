@@ -30,7 +30,7 @@ from runners.engine import SENTENCE_MAX_CHARS, EditXEngine
 from runners.text.prompts import system_turn_length
 from runners.scheduler import SchedulerStats
 from runners.text.split import split_text
-from tests.test_engine import voice as tone
+from tests.runners.test_engine import voice as tone
 
 
 def wall_of(calls: list) -> float:  # noqa: ANN001 - zero-argument callables

@@ -14,7 +14,7 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.test_engine_lifecycle import wait_for
+from tests.runners.test_lifecycle import wait_for
 from tests.service_helpers import decode, free_port, service_env, tone, wait_ready, wav_bytes
 
 VOICE = wav_bytes(tone(2.5))

@@ -14,8 +14,8 @@ from runners.engine import EditXEngine
 from runners.errors import QueueFullError, RequestAbortedError
 from runners.text.prompts import EOT_ID
 from tests.concurrency import race
-from tests.test_engine import voice
-from tests.test_streaming import _band_distance
+from tests.runners.test_engine import voice
+from tests.runners.models.test_streaming import _band_distance
 
 TEXTS = [f"Sentence number {k} for the batch." for k in range(8)]
 

@@ -14,7 +14,7 @@ from runners.engine import EditXEngine
 from runners.events import EngineEvents
 from runners.jobs import CloneJob, EditJob, EditPass, step_seed
 from tests.concurrency import race
-from tests.test_engine import voice
+from tests.runners.test_engine import voice
 
 
 class Recorded(EngineEvents):

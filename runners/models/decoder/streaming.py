@@ -26,7 +26,7 @@ How a chunk is made, and why the stream stays close to the non-streamed decode o
    right context.
 
 Without cross-chunk attention the flow's output for a frame depends on the future tokens it could
-not see, so the stream is close to, not equal to, the whole-utterance decode; tests/test_streaming.py
+not see, so the stream is close to, not equal to, the whole-utterance decode; tests/runners/models/test_streaming.py
 measures and bounds the gap. The total length equals the non-streamed length exactly. Measured on
 the tiny random decoder (CPU, one thread, bench/bench_streaming.py): stream mel 35–37 dB SNR against
 the whole call's mel; vocoding in pieces alone ≈ 68 dB; the first piece costs ~0.09 s of compute

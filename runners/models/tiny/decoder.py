@@ -38,7 +38,7 @@ MEL_CONF: dict[str, Any] = {
     "fmax": 8000,
 }
 
-# The release's flow numbers (see tests/test_decoder_config.py for which are confirmed and which inferred).
+# The release's flow numbers (see tests/runners/models/test_decoder_config.py for which are confirmed and which inferred).
 OFFICIAL_FLOW: dict[str, Any] = {
     "input_size": 512,
     "output_size": 80,

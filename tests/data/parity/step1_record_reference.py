@@ -1,4 +1,4 @@
-"""Record reference numbers for tests/test_step1.py::test_matches_reference_remote_code.
+"""Record reference numbers for tests/runners/models/test_step1.py::test_matches_reference_remote_code.
 
 Run OUTSIDE the project environment's transformers, with the reference
 (upstream's remote-code ``modeling_step1.py``, model classes only) importable

@@ -13,7 +13,7 @@ from runners.models.store import LLM_DIR
 from runners.models.tokenizers.text_tokenizer import TextTokenizer
 from runners.models.tokenizers.tokens import LLM_AUDIO_OFFSET, to_llm_ids, to_token_string
 
-PARITY = Path(__file__).parent / "data" / "parity" / "step1_tokenizer_ids.json"
+PARITY = Path(__file__).resolve().parents[2] / "data" / "parity" / "step1_tokenizer_ids.json"
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,7 @@ from runners.models.decoder.prompt_features import (
 )
 from runners.models.tiny.vocoder import CAMPPLUS_INPUT, write_campplus
 
-PARITY = Path(__file__).parent / "data" / "parity" / "features_mel.npz"
+PARITY = Path(__file__).resolve().parents[2] / "data" / "parity" / "features_mel.npz"
 
 
 @pytest.fixture(scope="module")

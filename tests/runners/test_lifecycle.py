@@ -11,7 +11,7 @@ from runners.config import EngineConfig
 from runners.engine import EditXEngine
 from runners.errors import EngineUnavailableError
 from tests.concurrency import race
-from tests.test_engine import voice
+from tests.runners.test_engine import voice
 
 
 def make(tiny_root: Path, **overrides) -> EditXEngine:

@@ -1,6 +1,6 @@
 """The voice registry on its own: files, names, conflicts, crashes, replicas, an unwritable folder.
 
-Stand-in features are stored (the served tests in tests/test_openai_api.py compute real ones
+Stand-in features are stored (the served tests in tests/api/openai/test_openai_api.py compute real ones
 through the engine); the prompt cache and the preparation stage that reuses them are the real ones.
 """
 

@@ -18,7 +18,7 @@ import pytest
 import soundfile as sf
 import torch
 
-PARITY_FILE = Path(__file__).parent / "data" / "parity" / "tokenizer_codes.json"
+PARITY_FILE = Path(__file__).resolve().parents[2] / "data" / "parity" / "tokenizer_codes.json"
 
 # name → (sample rate, seconds of sound, seconds of leading silence, seconds of trailing silence)
 PARITY_CASES: dict[str, tuple[int, float, float, float]] = {

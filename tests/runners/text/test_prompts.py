@@ -127,7 +127,7 @@ def test_speaker_id_is_stable_and_depends_on_text_and_audio() -> None:
 
 # --- The 2026 layout: prompts through the checkpoint's chat template -------------------------------------
 
-PARITY_2026 = Path(__file__).parent / "data" / "parity" / "prompt_chat_template_ids.json"
+PARITY_2026 = Path(__file__).resolve().parents[2] / "data" / "parity" / "prompt_chat_template_ids.json"
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,7 @@ import yaml
 
 from tests.readme_snippets import README
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 KUBE = ROOT / "deploy" / "kubernetes"
 KUSTOMIZATIONS = {"base": KUBE / "base", "example": KUBE / "overlays" / "example"}
 OLDEST_SUPPORTED = (1, 30)

@@ -11,7 +11,7 @@ import torch
 from runners.models.decoder.hift import HiFTGenerator, expected_hift_state_shapes, load_hift
 from runners.models.tiny.vocoder import tiny_hift_section, tiny_hift_state, write_hift
 
-PARITY = Path(__file__).parent / "data" / "parity" / "hift_wave.npz"
+PARITY = Path(__file__).resolve().parents[2] / "data" / "parity" / "hift_wave.npz"
 
 # The hift: section of the official CosyVoice-300M-25Hz/cosyvoice.yaml (see tests/data/parity/README.md
 # for which numbers are confirmed against the real file by public ports).

@@ -14,7 +14,7 @@ from runners.models.store import DECODER_DIR, LLM_DIR
 from runners.models.tiny.decoder import write_flow
 from runners.models.tokenizers.tokens import to_frame_pairs
 
-PARITY = Path(__file__).parent / "data" / "parity" / "flow_mel.npz"
+PARITY = Path(__file__).resolve().parents[2] / "data" / "parity" / "flow_mel.npz"
 PARITY_ATOL = 1e-4  # measured difference on the CPU in fp32: 0.0 (bit-identical)
 
 

@@ -11,7 +11,7 @@ import torch
 from runners.models.decoder.token2wav import Token2Wav
 from runners.models.tokenizers.tokens import GROUP_SIZE, TOKENS_PER_SECOND
 
-PARITY = Path(__file__).parent / "data" / "parity" / "flow_mel.npz"
+PARITY = Path(__file__).resolve().parents[2] / "data" / "parity" / "flow_mel.npz"
 
 
 def _codec_ids(n: int, seed: int) -> list[int]:
@@ -94,7 +94,7 @@ def test_an_official_size_random_decoder_has_the_release_dimensions_and_decodes(
     from runners.models.step1.configuration import OFFICIAL_CONFIG
     from runners.models.tiny import build_tiny_model_root, random_codec_ids
     from runners.models.tiny.step1 import TINY_DIMS, tiny_config_dict
-    from tests.test_decoder_config import OFFICIAL_FLOW_PT_BYTES
+    from tests.runners.models.test_decoder_config import OFFICIAL_FLOW_PT_BYTES
 
     llm = tiny_config_dict(official_size=True)
     assert {k: llm[k] for k in TINY_DIMS} == {k: OFFICIAL_CONFIG[k] for k in TINY_DIMS}  # 3.5 B (test_step1)

@@ -16,7 +16,7 @@ from runners.models.tokenizers.audio_tokenizer import AudioTokenizer
 from runners.models.decoder.prompt_features import SpeakerEncoder
 from tests.concurrency import race
 from tests.service_helpers import in_process_service, service_env, tone, wav_bytes
-from tests.test_engine_lifecycle import wait_for
+from tests.runners.test_lifecycle import wait_for
 
 VOICE = wav_bytes(tone(1.5))
 

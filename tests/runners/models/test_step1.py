@@ -27,7 +27,7 @@ from runners.models.step1 import (
 from runners.models.tiny import build_tiny_model_root
 from runners.models.tiny.step1 import WEIGHTS_FILE
 
-PARITY = Path(__file__).parent / "data" / "parity" / "step1_logits.npz"
+PARITY = Path(__file__).resolve().parents[2] / "data" / "parity" / "step1_logits.npz"
 EOS = 3
 
 

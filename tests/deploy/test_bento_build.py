@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 # What service.py imports, directly or through runners/ and ui/.
 NEEDED = ("torch", "torchaudio", "transformers", "funasr", "gradio", "onnxruntime", "soundfile", "bentoml",
           "fastapi", "sentencepiece", "safetensors", "numpy", "pydantic")

@@ -15,7 +15,7 @@ import openai
 import pytest
 
 from tests.service_helpers import tone, wav_bytes
-from tests.test_openai_api import served
+from tests.api.openai.test_openai_api import served
 
 
 @pytest.fixture(scope="module")
