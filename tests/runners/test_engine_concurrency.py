@@ -190,25 +190,24 @@ def test_a_clone_at_the_text_limit_succeeds_while_short_ones_are_served(tiny_roo
         sentence = "This sentence is one of very many in a text at the documented limit."
         text = " ".join([sentence] * (10_000 // (len(sentence) + 1)))
         assert 9_900 <= len(text) <= 10_000
-        for stream in (stream,):  # whole at the default sizes, streamed at small ones
-            finished: dict[str, float] = {}
+        finished: dict[str, float] = {}
 
-            def long_clone() -> None:
-                job = engine.clone_stream if stream else engine.clone
-                out = job(voice(), "a prompt", text, seed=1)
-                samples = np.concatenate([c.samples for c in out]) if stream else out.samples
-                finished["long"] = time.monotonic()
-                finished["long_s"] = samples.size / 24000
+        def long_clone() -> None:
+            job = engine.clone_stream if stream else engine.clone
+            out = job(voice(), "a prompt", text, seed=1)
+            samples = np.concatenate([c.samples for c in out]) if stream else out.samples
+            finished["long"] = time.monotonic()
+            finished["long_s"] = samples.size / 24000
 
-            worker = threading.Thread(target=long_clone)
-            worker.start()
-            while engine.scheduler_stats().generated_tokens == 0 and worker.is_alive():
-                time.sleep(0.01)
-            short = engine.clone(voice(), "a prompt", "A short one meanwhile.", seed=2)  # not starved, not refused
-            finished["short"] = time.monotonic()
-            worker.join(600)
-            assert "long" in finished, "the long clone did not finish"
-            assert finished["short"] < finished["long"] and short.samples.size > 0
-            assert finished["long_s"] > 100 * 0.1  # every sentence was spoken (6 ids ≈ 0.14 s each)
+        worker = threading.Thread(target=long_clone)
+        worker.start()
+        while engine.scheduler_stats().generated_tokens == 0 and worker.is_alive():
+            time.sleep(0.01)
+        short = engine.clone(voice(), "a prompt", "A short one meanwhile.", seed=2)  # not starved, not refused
+        finished["short"] = time.monotonic()
+        worker.join(600)
+        assert "long" in finished, "the long clone did not finish"
+        assert finished["short"] < finished["long"] and short.samples.size > 0
+        assert finished["long_s"] > 100 * 0.1  # every sentence was spoken (6 ids ≈ 0.14 s each)
     finally:
         engine.close()
