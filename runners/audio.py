@@ -271,20 +271,3 @@ def trim_silence(
     y = x[first:] if first > 0 else np.pad(x, (-first, 0))
     y = y[:out_len] if out_len < len(y) else np.pad(y, (0, out_len - len(y)))
     return torch.from_numpy(np.ascontiguousarray(y))
-
-
-def encode_audio(samples: torch.Tensor | np.ndarray, rate: int, fmt: str = "wav") -> bytes:
-    """Encode mono float samples as WAV (16-bit), FLAC or MP3 bytes."""
-    data = samples.detach().cpu().numpy() if isinstance(samples, torch.Tensor) else np.asarray(samples)
-    data = np.clip(data.astype(np.float32).reshape(-1), -1.0, 1.0)
-    buf = io.BytesIO()
-    fmt = fmt.lower()
-    if fmt == "wav":
-        sf.write(buf, data, rate, format="WAV", subtype="PCM_16")
-    elif fmt == "flac":
-        sf.write(buf, data, rate, format="FLAC", subtype="PCM_16")
-    elif fmt == "mp3":
-        sf.write(buf, data, rate, format="MP3")
-    else:
-        raise ValueError(f"unsupported output format {fmt!r}; use wav, flac or mp3")
-    return buf.getvalue()
