@@ -3,7 +3,7 @@
 Random weights with the official dimensions (``runners.models.tiny --official-size``: the LLM, flow and
 vocoder are exactly as fast as the real ones; the output is noise), run the way the engine runs them,
 without HTTP: the scheduler and its engine loop (prefix store, CUDA graphs on CUDA, ids read back every
-4 steps there), the streaming decoder in each request's own thread, one decode at a time. Prompts are
+4 steps there), the decoder worker batching every request's flow and vocoder (``--decoder-batch``). Prompts are
 synthetic clones: a voice of ``--voice-seconds`` (its audio ids in the system turn, shared by every
 request), a short text each, ``--tokens`` ids per answer (audio ids only, so every answer has that
 length). Prints, and asserts nothing:
@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import tempfile
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -43,7 +42,7 @@ from runners.models.store import DECODER_DIR, LLM_DIR
 from runners.text.prompts import BOS_ID, BOT_ID, EOT_ID, system_turn_length
 from runners.models.step1.sampling import SamplingParams
 from runners.scheduler import EngineLoop, GenerationRequest, LLMRunner, Scheduler
-from runners.models.decoder.streaming import StreamingDecoder
+from runners.decoder_worker import DecoderWorker
 from runners.models.tiny import build_tiny_model_root, random_codec_ids
 from runners.models.decoder.token2wav import Token2Wav
 from runners.models.tokenizers.tokens import CODEC_VOCAB, LLM_AUDIO_OFFSET, TOKENS_PER_SECOND, from_llm_ids
@@ -72,14 +71,14 @@ class Voice:
 class ServingCore:
     """The engine's LLM loop and decoder turn-taking over loaded parts."""
 
-    def __init__(self, lm: Step1LM, t2w: Token2Wav, max_batch: int, graphs: str) -> None:
+    def __init__(self, lm: Step1LM, t2w: Token2Wav, max_batch: int, graphs: str, decoder_batch: int) -> None:
         cfg = EngineConfig()
         self.lm, self.t2w = lm, t2w
         runner = LLMRunner(lm, max_batch, cfg.max_total_tokens, decode=decode_function(lm, graphs, max_batch),
                            prefix_tokens=cfg.prefix_cache_tokens)
         scheduler = Scheduler(max_batch, cfg.max_queue, eos_id=lm.eos_id, prefix_cached=runner.prefix_lookup)
         self.loop = EngineLoop(runner, scheduler, sync_every=4 if lm.device.type == "cuda" else 1).start()
-        self.decode_lock = threading.Lock()
+        self.decoder = DecoderWorker(t2w, max_batch=decoder_batch).start()  # the engine's decoder worker
 
     def submit(self, voice: Voice, k: int, tokens: int) -> GenerationRequest:
         prompt = voice.prompt(k)
@@ -92,29 +91,27 @@ class ServingCore:
         start = time.perf_counter()
         ids = [i for chunk in self.submit(voice, k, tokens).tokens() for i in chunk]
         llm_s = time.perf_counter() - start
-        with self.decode_lock:
-            out = self.t2w.synthesize(from_llm_ids(ids), voice.codec_ids, voice.mel, voice.speaker, seed=k)
-        return out.duration_s, llm_s, time.perf_counter() - start - llm_s
+        samples, _ = self.decoder.synthesize(from_llm_ids(ids), voice.codec_ids, voice.mel, voice.speaker, seed=k)
+        return samples.size / self.t2w.sample_rate, llm_s, time.perf_counter() - start - llm_s
 
     def streamed(self, voice: Voice, k: int, tokens: int) -> tuple[float, float, float]:
         """(audio s, first-audio s, total s) of one clone decoded while its ids are made."""
         start = time.perf_counter()
         request = self.submit(voice, k, tokens)
-        decoder = StreamingDecoder(self.t2w, voice.codec_ids, voice.mel, voice.speaker, seed=k)
         first, samples = None, 0
-        for chunk in request.tokens():
-            with self.decode_lock:
-                pieces = decoder.push(from_llm_ids(chunk))
-            if pieces and first is None:
-                first = time.perf_counter() - start
-            samples += sum(p.size for p in pieces)
-        with self.decode_lock:
-            samples += sum(p.size for p in decoder.finish())
+        with self.decoder.stream(voice.codec_ids, voice.mel, voice.speaker, seed=k) as session:
+            for chunk in request.tokens():
+                pieces = session.push(from_llm_ids(chunk))
+                if pieces and first is None:
+                    first = time.perf_counter() - start
+                samples += sum(p.size for p in pieces)
+            samples += sum(p.size for p in session.finish())
         total = time.perf_counter() - start
         return samples / self.t2w.sample_rate, first or total, total
 
     def stop(self) -> None:
         self.loop.stop()
+        self.decoder.stop()
 
 
 def decode_steps(lm: Step1LM, graphs: str, batches: tuple[int, ...], prompt: int = 500, steps: int = 30) -> None:
@@ -157,6 +154,8 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=250, help="ids per answer (250 = 6 s of audio)")
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--decoder-batch", type=int, default=EngineConfig().decoder_batch,
+                        help="EDITX_DECODER_BATCH: decodes run as one flow + vocoder batch (1 = one at a time)")
     args = parser.parse_args()
 
     root = Path(args.root) if args.root else Path(tempfile.mkdtemp()) / "random-root"
@@ -175,7 +174,7 @@ def main() -> None:
 
     decode_steps(lm, args.graphs, (1, 8, 16))
     voice = Voice(args.voice_seconds)
-    core = ServingCore(lm, t2w, max(16, args.clients), args.graphs)
+    core = ServingCore(lm, t2w, max(16, args.clients), args.graphs, args.decoder_batch)
     try:
         print(f"prompt {len(voice.prompt(0))} ids (shared head {len(voice.head)}), {args.tokens} ids per answer "
               f"= {args.tokens / TOKENS_PER_SECOND:.1f} s of audio")
@@ -198,6 +197,9 @@ def main() -> None:
               f"first audio p50 {percentile(firsts, 0.5):.3f} s, p95 {percentile(firsts, 0.95):.3f} s")
         stats = core.loop.scheduler.make_stats()
         print(f"scheduler: {stats.steps} steps, {stats.generated_tokens} ids, {stats.prefix_hits} heads copied")
+        dec = core.decoder.stats()
+        print(f"decoder worker (batch up to {dec.max_batch}): {dec.batches} batches, mean size "
+              f"{dec.mean_batch_size:.2f}, mean {dec.mean_batch_seconds * 1000:.1f} ms per batch")
         if device.type == "cuda":
             print(f"GPU memory: {torch.cuda.max_memory_allocated(device) / 2**30:.1f} GiB at most")
     finally:
