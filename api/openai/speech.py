@@ -31,19 +31,19 @@ from starlette.responses import Response, StreamingResponse
 
 from api.engine_calls import run_cancellable
 from api.openai.backend import BackendProvider
-from api.openai.errors import OpenAIRoute
+from api.openai.errors import OpenAIRoute, field_names
 from api.openai.protocol import EditPass, SpeechRequest, SpeechUsage
 from api.responses import synthesis_headers
 from api.status import require_ready
 from runners.audio import DECODER_RATE, Audio
 from runners.audio_encoders import MEDIA_TYPES, AudioEncoder, encode, split
-from runners.errors import USER_ERRORS, InvalidInputError
+from runners.errors import InvalidInputError
 from runners.tokens import TOKENS_PER_SECOND
 
 log = logging.getLogger("editx.api.openai")
 
-# The engine's names for what this request calls input and voice.
-_PARAMS = {"target_text": "input", "audio_text": "input", "prompt_audio": "voice", "prompt_text": "voice"}
+# The engine's names for what this request calls input and voice (errors name the request's field).
+SPEECH_FIELDS = field_names(target_text="input", audio_text="input", prompt_audio="voice", prompt_text="voice")
 STREAM_PIECE_S = 0.5  # a finished answer is encoded and sent in pieces of this length
 _END = object()
 
@@ -184,6 +184,7 @@ def router(backend: BackendProvider) -> APIRouter:
 
     @api.post(
         "/v1/audio/speech",
+        dependencies=[SPEECH_FIELDS],
         response_class=Response,
         responses={200: {"content": {t: {} for t in sorted(set(MEDIA_TYPES.values()))} | {"text/event-stream": {}}}},
     )
@@ -199,11 +200,7 @@ def router(backend: BackendProvider) -> APIRouter:
         primed = await anyio.to_thread.run_sync(svc.voices.prime, stored, engine)
         with_speed = supports(engine.clone, "speed")
         args = request.to_clone_args(stored, with_speed=with_speed)
-        try:
-            result = await run_cancellable(http, lambda cancel: _synthesize(engine, request, args, passes, cancel))
-        except USER_ERRORS as exc:  # name the field as this request calls it; OpenAIRoute answers
-            exc.field = _PARAMS.get(getattr(exc, "field", None), getattr(exc, "field", None))  # type: ignore[union-attr]
-            raise
+        result = await run_cancellable(http, lambda cancel: _synthesize(engine, request, args, passes, cancel))
         applied = ", ".join(p.label() for p in passes)
         speed_note = f"{request.speed:g}" if with_speed or request.speed == 1.0 else "1 (speed is not supported yet)"
         if not with_speed and request.speed != 1.0:
