@@ -46,7 +46,7 @@ def _statuses(path: str, method: str, op: dict[str, Any], body_routes: Mapping[s
         out += [415, 503]
     elif path.startswith("/v1/") and method in _WORK_METHODS:
         out.append(503)
-    if path.startswith("/v1/audio/voices") or path in ("/v1/audio/speech", "/clone") or "{" in path:
+    if path in ("/v1/audio/speech", "/clone") or "{" in path:
         out.append(404)  # an unknown voice (or model)
     if path == "/v1/audio/voices" and method == "post":
         out.append(409)
