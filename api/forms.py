@@ -22,7 +22,8 @@ import logging
 import secrets
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from types import UnionType
+from typing import Any, Literal, Union, get_args, get_origin
 
 from fastapi import FastAPI, params
 from fastapi.routing import APIRoute
@@ -99,9 +100,17 @@ def fastapi_body_specs(app: FastAPI) -> dict[str, BodySpec]:
             "multipart",
             frozenset(p.alias for p in body),
             frozenset(p.alias for p in body if isinstance(p.field_info, params.File)),
-            repeats=frozenset(p.alias for p in body if "list" in str(p.field_info.annotation).lower()),
+            repeats=frozenset(p.alias for p in body if _is_list(p.field_info.annotation)),
         )
     return out
+
+
+def _is_list(annotation: Any) -> bool:
+    """Whether a form field takes several values (``list[str] | None``): its repeated parts are all kept."""
+    origin = get_origin(annotation)
+    if origin in (list, tuple, set, frozenset):
+        return True
+    return origin in (Union, UnionType) and any(_is_list(arg) for arg in get_args(annotation))
 
 
 def _first_error(exc: ValidationError) -> tuple[str, str | None]:
@@ -114,7 +123,7 @@ def _text_value(raw: str, annotation: Any) -> Any:
     """What BentoML would make of a text part (JSON when it parses), but a str field keeps its text."""
     try:
         value = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested too deeply to be a value: it is text
         return raw
     if annotation is str and not isinstance(value, str):
         return raw  # target_text=123 is the text "123", not a type error

@@ -65,6 +65,8 @@ def _multipart_cases(path: str, wav: bytes) -> list[tuple[str, str, bytes]]:
         ("2000 fields", MP, _form([_text(f"f{i}", b"x") for i in range(2000)])),
         ("a text field of 2 MiB", MP, _form([good_file, _text("text", b"a" * (2 * 1024 * 1024))])),
         ("only a field with a quote in its name", MP, _form([b'Content-Disposition: form-data; name="a\\"b"\r\n\r\nx'])),
+        ("a text field nested 60000 deep", MP, _form([good_file, _text("language", b"[" * 60_000),
+                                                     _text("seed", b"[" * 60_000)])),
         ("the file sent as text", MP, _form([_text(FILE_FIELD[path], b"http://127.0.0.1:9/x.wav")])),
         ("a JSON body", "application/json", b'{"name": "x"}'),
         ("urlencoded", "application/x-www-form-urlencoded", b"name=x&file=http://127.0.0.1:9/x.wav"),
