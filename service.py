@@ -1,8 +1,9 @@
 """editx-serve: Step-Audio-EditX as ONE BentoML service (API + Gradio UI + docs + health, one port).
 
 Thin glue only: the model lives in :class:`runners.engine.EditXEngine` (one per
-process), everything HTTP (routes besides the audio APIs, request/response
-models, error mapping, the upload cap, logs) in ``api``, the UI in ``ui``.
+process), everything HTTP in ``api`` (the audio APIs' bodies in ``api.native.audio``,
+the other routes, error mapping, the upload cap, logs), the UI in ``ui``. This file
+declares: the image, the service, the typed audio APIs, the middlewares.
 
 Routes: POST /clone, POST /edit (audio bytes back, metadata in X-EditX-*
 headers), POST /transcribe, GET /status, GET /vocabulary, GET /logs,
@@ -18,7 +19,6 @@ import tomllib
 from pathlib import Path
 from typing import Annotated
 
-import anyio
 import bentoml
 import gradio as gr
 from bentoml.validators import ContentType
@@ -29,25 +29,21 @@ from api import metrics
 from api.admission import AdmissionMiddleware
 from api.app import build_app
 from api.auth import AuthMiddleware
-from api.deps import current_engine, current_service, current_settings
-from api.engine_calls import client_gone_response, run_cancellable, stream_response
+from api.deps import current_engine, current_settings
+from api.audio_out import AudioFormat
 from api.engine_metrics import PrometheusEvents
-from api.errors import PlainRefusalMiddleware, error_response, quiet_bentoml_validation_errors
+from api.errors import PlainRefusalMiddleware, quiet_bentoml_validation_errors
 from api.forms import BodySpec, FormGuardMiddleware, bentoml_body_specs, fastapi_body_specs
 from api.logs import install as install_log_buffer
 from api.openapi import OpenAPIMiddleware
-from api.responses import ResponseFormat, audio_response, check_stream_format, stream_headers
 from api.settings import HttpSettings
-from api.status import require_ready
-from api.uploads import FORM_OVERHEAD_BYTES, UploadLimitMiddleware, read_upload
-from runners.audio import DECODER_RATE, Audio
+from api.native import audio as native_audio
+from api.uploads import FORM_OVERHEAD_BYTES, UploadLimitMiddleware
 from runners.config import EngineConfig
 from runners.edit_vocab import VOCABULARY
 from runners.engine import EditXEngine
 from runners import privacy
-from runners.errors import USER_ERRORS, InvalidInputError, RequestAbortedError
 from runners.transcriber import Transcription
-from runners.voices import VoiceRegistry
 from ui import build_ui
 
 log = logging.getLogger("editx.service")
@@ -107,7 +103,7 @@ def _image() -> bentoml.images.Image:
     return image
 
 
-ui_blocks: gr.Blocks = build_ui(current_engine, lambda: current_service().voices)
+ui_blocks: gr.Blocks = build_ui(current_engine)
 web = build_app(ui_blocks)
 
 
@@ -132,7 +128,7 @@ class EditXService:
 
     def __init__(self) -> None:
         self.engine = make_engine()  # the configuration is read from the environment here, once
-        self.voices = VoiceRegistry(self.engine.config.voices_dir)  # what /v1/audio/voices and `voice` use
+        self.voices = self.engine.voices  # what /v1/audio/voices, the UI and `voice` use
         self.engine.events = PrometheusEvents()  # editx_* metrics on /metrics
         self.http = HttpSettings.from_env()
         privacy.configure(self.engine.config.log_content)
@@ -160,62 +156,39 @@ class EditXService:
         """Stop the engine's idle monitor thread."""
         self.engine.close()
 
-    def _clone_prompt(self, prompt_audio: Path | None, voice: str, prompt_text: str) -> tuple[Audio, str]:
-        """The prompt audio and text of a clone: the upload, or a registered voice (features primed)."""
-        if voice and prompt_audio is not None:
-            raise InvalidInputError("give prompt_audio or voice, not both", field="voice")
-        if voice:
-            stored = self.voices.load(voice)
-            self.voices.prime(stored, self.engine)
-            return stored.audio, prompt_text or stored.voice.text
-        if prompt_audio is None:
-            raise InvalidInputError("prompt_audio is required (or give voice: a registered voice id)",
-                                    field="prompt_audio")
-        return read_upload(prompt_audio, "prompt_audio", self.engine.config.max_upload_bytes), prompt_text
-
     # ------------------------------------------------------------------ APIs
     # Async, with the engine call in a worker thread: concurrent requests reach the scheduler together.
+    # Each route builds one job and hands it to the one answer path (api.engine_calls.answer_job).
     @bentoml.api(route="/clone")
     async def clone(
         self,
         target_text: str = Field(description="what the cloned voice should say; long texts are split into "
                                              "sentences and generated together"),
         # `Path` with a None default, not `Path | None`: BentoML 1.4.40 decodes no upload into an optional Path.
-        prompt_audio: Path = Field(None, description="voice to clone: WAV/FLAC/OGG/MP3, 0.1–30 s "  # type: ignore[assignment]
+        prompt_audio: Path = Field(None, description="voice to clone: WAV/FLAC/OGG/MP3/WebM/M4A/AAC, 0.1–30 s "  # type: ignore[assignment]
                                                     "(any declared type); or give `voice`"),
         voice: str = Field("", description="id of a voice registered with POST /v1/audio/voices, instead of "
                                            "prompt_audio (its transcript is used when prompt_text is empty)"),
         prompt_text: str = Field("", description="exact transcript of prompt_audio; empty = transcribed "
                                                  "automatically (EDITX_AUTO_TRANSCRIBE)"),
         seed: int | None = Field(None, ge=0, le=2**32 - 1, description="fixes sampling; empty = random"),
-        response_format: ResponseFormat = Field("wav", description="wav, flac, mp3 or pcm (16-bit LE mono)"),
+        response_format: AudioFormat = Field("wav", description="wav, flac, mp3, opus, aac or pcm (16-bit LE mono)"),
         speed: float = Field(1.0, description="0.25–4.0: slower or faster speech at the same pitch"),
+        instructions: str = Field("", description="edit passes after the clone, comma-separated values of "
+                                                  "GET /vocabulary, e.g. 'happy' or 'whisper, slower' (as /v1)"),
         stream: bool = Field(False, description="send the audio as it is made (wav with an open-ended header, "
-                                                "or pcm); flac and mp3 are not streamed"),
+                                                "pcm, mp3, opus or aac); flac is never streamed"),
     ) -> Annotated[Path, ContentType("audio/*")]:
         """Speak target_text in the voice of prompt_audio. Returns audio; metadata in X-EditX-* headers."""
-        try:
-            require_ready(self.engine)
-            check_stream_format(stream, response_format)
-            prompt, prompt_text = await anyio.to_thread.run_sync(self._clone_prompt, prompt_audio, voice, prompt_text)
-            request = current_request()
-            if stream:
-                chunks = await anyio.to_thread.run_sync(lambda: self.engine.clone_stream(
-                    prompt, prompt_text or None, target_text, seed=seed, speed=speed))
-                return stream_response(request, chunks, response_format, DECODER_RATE,  # type: ignore[return-value]
-                                       stream_headers(self.engine))
-            syn = await run_cancellable(request, lambda cancel: self.engine.clone(
-                prompt, prompt_text or None, target_text, seed=seed, speed=speed, cancel=cancel))
-            return audio_response(syn, response_format, self.engine)  # type: ignore[return-value]
-        except USER_ERRORS as exc:
-            return error_response(exc)  # type: ignore[return-value]
-        except RequestAbortedError:
-            return client_gone_response()  # type: ignore[return-value]
+        return await native_audio.clone(  # type: ignore[return-value]
+            self.engine, current_request(), target_text=target_text, prompt_audio=prompt_audio, voice=voice,
+            prompt_text=prompt_text, seed=seed, response_format=response_format, speed=speed,
+            instructions=instructions, stream=stream)
 
     @bentoml.api(route="/edit")
     async def edit(
         self,
-        audio: Path = Field(description="speech to edit: WAV/FLAC/OGG/MP3, 0.1–30 s (any declared type)"),
+        audio: Path = Field(description="speech to edit: WAV/FLAC/OGG/MP3/WebM/M4A/AAC, 0.1–30 s (any declared type)"),
         edit_type: str = Field(description="one of " + ", ".join(_EDIT_TYPES),
                                json_schema_extra={"enum": _EDIT_TYPES}),
         edit_info: str = Field("", description="value for emotion/style/speed (see GET /vocabulary); "
@@ -227,41 +200,23 @@ class EditXService:
         n_edit_iter: int = Field(1, description="edit passes, 1–5; each edits the previous output",
                                  json_schema_extra={"minimum": 1, "maximum": 5}),
         seed: int | None = Field(None, ge=0, le=2**32 - 1, description="fixes sampling; empty = random"),
-        response_format: ResponseFormat = Field("wav", description="wav, flac, mp3 or pcm (16-bit LE mono)"),
-        stream: bool = Field(False, description="send the last pass's audio as it is made (wav or pcm)"),
+        response_format: AudioFormat = Field("wav", description="wav, flac, mp3, opus, aac or pcm (16-bit LE mono)"),
+        stream: bool = Field(False, description="send the last pass's audio as it is made (not flac)"),
     ) -> Annotated[Path, ContentType("audio/*")]:
         """Edit emotion, style, speed, paralinguistic sounds, noise or silence of audio."""
-        try:
-            require_ready(self.engine)
-            check_stream_format(stream, response_format)
-            source = await anyio.to_thread.run_sync(read_upload, audio, "audio", self.engine.config.max_upload_bytes)
-            request = current_request()
-            args = (source, audio_text or None, edit_type, edit_info or None)
-            kwargs = {"target_text": target_text or None, "n_edit_iter": n_edit_iter, "seed": seed}
-            if stream:
-                chunks = await anyio.to_thread.run_sync(lambda: self.engine.edit_stream(*args, **kwargs))
-                return stream_response(request, chunks, response_format, DECODER_RATE,  # type: ignore[return-value]
-                                       stream_headers(self.engine))
-            syn = await run_cancellable(request, lambda cancel: self.engine.edit(*args, **kwargs, cancel=cancel))
-            return audio_response(syn, response_format, self.engine)  # type: ignore[return-value]
-        except USER_ERRORS as exc:
-            return error_response(exc)  # type: ignore[return-value]
-        except RequestAbortedError:
-            return client_gone_response()  # type: ignore[return-value]
+        return await native_audio.edit(  # type: ignore[return-value]
+            self.engine, current_request(), audio=audio, edit_type=edit_type, edit_info=edit_info,
+            audio_text=audio_text, target_text=target_text, n_edit_iter=n_edit_iter, seed=seed,
+            response_format=response_format, stream=stream)
 
     @bentoml.api(route="/transcribe")
     async def transcribe(
         self,
-        audio: Path = Field(description="speech: WAV/FLAC/OGG/MP3, 0.1–30 s (any declared type)"),
+        audio: Path = Field(description="speech: WAV/FLAC/OGG/MP3/WebM/M4A/AAC, 0.1–30 s (any declared type)"),
         language: str = Field("", description="language code such as 'en' or 'zh'; empty = detect"),
     ) -> Transcription:
         """What is said in the audio (faster-whisper), with the detected language and durations."""
-        try:
-            require_ready(self.engine)
-            clip = await anyio.to_thread.run_sync(read_upload, audio, "audio", self.engine.config.max_upload_bytes)
-            return await anyio.to_thread.run_sync(self.engine.transcribe, clip, language or None)
-        except USER_ERRORS as exc:
-            return error_response(exc)  # type: ignore[return-value]
+        return await native_audio.transcribe(self.engine, audio, language)  # type: ignore[return-value]
 
 
 def current_request() -> Request | None:

@@ -1,38 +1,49 @@
-"""Running engine calls from async routes: off the event loop, and aborted when the client goes away.
+"""Running engine jobs from async routes: off the event loop, whole or streamed, aborted when the client goes.
 
-BentoML runs sync APIs one at a time per worker; the engine serves many requests
-at once only if they reach it together. So the audio routes are async and each
-engine call runs in a worker thread. While it runs, the client's connection is
-watched: a client that disconnects sets the call's ``cancel`` event, and the
-engine aborts the request in its scheduler within one step.
-
-Streams are driven chunk by chunk from the event loop (each ``next`` in a worker
-thread) and closed as soon as the client is gone or the response is cancelled,
-which aborts their request too.
+BentoML runs sync APIs one at a time per worker; the engine serves many requests at once
+only if they reach it together. So the audio routes are async and each engine call runs in
+a worker thread. :func:`answer_job` is the one place where a front end's job becomes an
+HTTP answer: whole (the job collected while the client's connection is watched: a client
+that disconnects sets the job's ``cancel`` event and the engine aborts it within one step)
+or streamed (the job's chunks encoded and sent as they are made, pulled one by one in
+worker threads; when the client goes away the stream is closed, which aborts the job).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import struct
 import threading
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
-from typing import Literal, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
-import numpy as np
+from pydantic import BaseModel
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from runners.engine import AudioChunk
+from api.audio_out import (
+    MEDIA_TYPES,
+    base_headers,
+    check_stream_format,
+    encode,
+    encoded,
+    sse_events,
+    synthesis_headers,
+    whole_response,
+)
+from runners.jobs import Job
+from runners.pipeline.chunks import JobStream
+
+if TYPE_CHECKING:
+    from runners.engine import EditXEngine
 
 log = logging.getLogger("editx.api")
 
 T = TypeVar("T")
-StreamFormat = Literal["wav", "pcm"]
-STREAM_MEDIA_TYPES: dict[str, str] = {"wav": "audio/wav", "pcm": "audio/L16;rate=24000;channels=1"}
 DISCONNECT_POLL_S = 0.25
+_END = object()
 
 
 async def client_gone(request: Request | None) -> bool:
@@ -45,9 +56,10 @@ async def client_gone(request: Request | None) -> bool:
         return False
 
 
-async def run_cancellable(request: Request | None, call: Callable[[threading.Event], T]) -> T:
-    """``call(cancel)`` in a worker thread; ``cancel`` is set when the client disconnects."""
-    cancel = threading.Event()
+async def run_cancellable(request: Request | None, call: Callable[[threading.Event], T],
+                          cancel: threading.Event | None = None) -> T:
+    """``call(cancel)`` in a worker thread; ``cancel`` (a new event unless given) is set when the client leaves."""
+    cancel = cancel or threading.Event()
     task = asyncio.ensure_future(anyio.to_thread.run_sync(call, cancel))
     try:
         while not task.done():
@@ -66,52 +78,96 @@ def client_gone_response() -> Response:
     return Response(status_code=499)
 
 
-def pcm16(samples: np.ndarray) -> bytes:
-    """float32 [-1, 1] → raw 16-bit little-endian PCM."""
-    return (np.clip(samples, -1.0, 1.0) * 32767.0).astype("<i2").tobytes()
-
-
-def wav_stream_header(sample_rate: int) -> bytes:
-    """A 16-bit mono WAV header whose sizes say "unknown" (0xFFFFFFFF): players read until the end."""
-    unknown = 0xFFFFFFFF
-    return (b"RIFF" + struct.pack("<I", unknown) + b"WAVE" + b"fmt " +
-            struct.pack("<IHHIIHH", 16, 1, 1, sample_rate, sample_rate * 2, 2, 16) +
-            b"data" + struct.pack("<I", unknown))
-
-
-async def audio_chunks(request: Request | None, chunks: Iterator[AudioChunk],
-                       on_chunk: Callable[[AudioChunk], None] | None = None) -> AsyncIterator[AudioChunk]:
-    """The engine's chunks, fetched one by one off the event loop; the stream is closed when we stop."""
+def _close_when_idle(source: Any) -> None:
+    """Close a generator once the step running in a worker thread has returned."""
+    while getattr(source, "gi_running", False):
+        time.sleep(0.02)
     try:
+        source.close()
+    except ValueError:  # started again meanwhile (nobody pulls any more): try once more
+        _close_when_idle(source)
+
+
+async def relay(request: Request | None, source: Iterator[bytes], on_stop: Callable[[], None] | None = None,
+                first: bytes | None = None) -> AsyncIterator[bytes]:
+    """Pull each piece in a worker thread; when we stop (done, client gone, cancelled) close the source.
+
+    ``first`` is a piece already pulled. ``on_stop`` runs first when we stop (it sets the job's cancel
+    event: a step that is busy in its thread, such as a whole clone before its edit passes, is
+    aborted instead of finished for nobody).
+    """
+    try:
+        if first:
+            yield first
         while True:
-            if await client_gone(request):
-                log.info("client disconnected mid-stream: aborting its request", extra={"stage": "request"})
+            # The next piece is made in a worker thread while the connection is watched: a client that
+            # leaves while nothing is sent (a long first step) is noticed within DISCONNECT_POLL_S.
+            task = asyncio.ensure_future(anyio.to_thread.run_sync(next, source, _END))
+            while not task.done():
+                done, _ = await asyncio.wait({task}, timeout=DISCONNECT_POLL_S)
+                if not done and await client_gone(request):
+                    log.info("client disconnected mid-stream: aborting its request", extra={"stage": "request"})
+                    return
+            piece = task.result()
+            if piece is _END:
                 return
-            chunk = await anyio.to_thread.run_sync(next, chunks, None)
-            if chunk is None:
-                return
-            if on_chunk is not None:
-                on_chunk(chunk)
-            yield chunk
+            yield piece  # type: ignore[misc]
     finally:
-        await anyio.to_thread.run_sync(_close, chunks)
+        if on_stop is not None:
+            on_stop()
+        if getattr(source, "gi_running", False):  # a step still runs in its thread: close after it
+            threading.Thread(target=_close_when_idle, args=(source,), name="editx-close-stream", daemon=True).start()
+        else:
+            close = getattr(source, "close", None)
+            if close is not None:
+                close()
 
 
-def _close(chunks: Iterator[AudioChunk]) -> None:
-    close = getattr(chunks, "close", None)
-    if close is not None:
-        close()
+class ClosingStreamingResponse(StreamingResponse):
+    """A StreamingResponse that closes its body when sending stops for any reason.
+
+    Starlette stops iterating when the client goes away but leaves the iterator open; closing it
+    is what lets the generation behind it stop.
+    """
+
+    async def __call__(self, scope, receive, send) -> None:  # noqa: ANN001
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            close = getattr(self.body_iterator, "aclose", None)
+            if close is not None:
+                await close()
 
 
-def stream_response(request: Request | None, chunks: Iterator[AudioChunk], fmt: StreamFormat,
-                    sample_rate: int, headers: dict[str, str] | None = None) -> StreamingResponse:
-    """Audio sent as it is made (chunked transfer): ``wav`` with an open-ended header, or raw ``pcm``."""
+async def answer_job(request: Request | None, engine: "EditXEngine", job: Job, *, stream: bool, fmt: str,
+                     headers: dict[str, str] | None = None, sse: Callable[[int], BaseModel] | None = None,
+                     filename: str = "editx") -> Response:
+    """Run ``job`` and answer it in ``fmt``: streamed as it is made, or whole with its length.
 
-    async def body() -> AsyncIterator[bytes]:
-        if fmt == "wav":
-            yield wav_stream_header(sample_rate)
-        async for chunk in audio_chunks(request, chunks):
-            if chunk.samples.size:
-                yield pcm16(chunk.samples)
-
-    return StreamingResponse(body(), media_type=STREAM_MEDIA_TYPES[fmt], headers=headers)
+    ``sse`` (``/v1``'s ``stream_format=sse``) frames the bytes as server-sent events and ends with
+    the usage it builds from the codec ids made. Errors found before the first byte (checks,
+    voice, queue) raise here, so they become real statuses.
+    """
+    check_stream_format(stream, fmt)
+    extra = headers or {}
+    if stream:
+        cancel = threading.Event()
+        chunks: JobStream = await anyio.to_thread.run_sync(lambda: engine.run(job, stream=True, cancel=cancel))
+        hdrs = {**base_headers(engine.is_tiny, streamed=True), "X-EditX-Iterations": str(chunks.iterations), **extra}
+        body = encoded(chunks, fmt)
+        source = sse_events(body, lambda: sse(chunks.tokens)) if sse is not None else body
+        media = "text/event-stream" if sse is not None else MEDIA_TYPES[fmt]
+        # The first audio is made before the answer starts: what fails before it is a real status.
+        try:
+            first = await run_cancellable(request, lambda _: next(source, b""), cancel)
+        except BaseException:
+            cancel.set()
+            await anyio.to_thread.run_sync(_close_when_idle, source)
+            raise
+        return ClosingStreamingResponse(relay(request, source, cancel.set, first), media_type=media, headers=hdrs)
+    syn = await run_cancellable(request, lambda cancel: engine.run(job, cancel=cancel).collect())
+    hdrs = {**synthesis_headers(syn, engine.is_tiny), **extra}
+    if sse is not None:
+        events = sse_events(iter([encode(syn.samples, syn.sample_rate, fmt)]), lambda: sse(syn.generated_tokens))
+        return StreamingResponse(events, media_type="text/event-stream", headers=hdrs)
+    return whole_response(syn, fmt, hdrs, filename)

@@ -4,6 +4,8 @@
   decode step. The queue depth is what a HorizontalPodAutoscaler scales on.
 - ``editx_requests_aborted_total``, ``editx_generated_tokens_total`` (counters).
 - ``editx_stage_seconds{stage=prepare|llm|flow|vocoder}``, ``editx_first_chunk_seconds`` (histograms).
+- ``editx_decoder_batch_size``, ``editx_decoder_batch_seconds`` (histograms) and ``editx_decoder_queue_depth``
+  (gauge): the decoder worker's batches (no labels).
 
 Defined once per process (prometheus_client refuses a second definition); BentoML's worker runs
 prometheus_client in multiprocess mode, so the gauges say how they combine across processes.
@@ -13,7 +15,7 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
-from runners.engine import EngineEvents
+from runners.events import EngineEvents
 
 SECONDS_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 
@@ -25,6 +27,12 @@ STAGE_SECONDS = Histogram("editx_stage_seconds", "Seconds per request and stage"
                           buckets=SECONDS_BUCKETS)
 FIRST_CHUNK_SECONDS = Histogram("editx_first_chunk_seconds", "Seconds from a streamed request to its first audio",
                                 buckets=SECONDS_BUCKETS)
+DECODER_BATCH_SIZE = Histogram("editx_decoder_batch_size", "Decode jobs (whole answers, stream chunks) per decoder batch",
+                               buckets=(1, 2, 4, 8, 16, 32, 64))
+DECODER_BATCH_SECONDS = Histogram("editx_decoder_batch_seconds", "Seconds per decoder batch (flow + vocoder)",
+                                  buckets=SECONDS_BUCKETS)
+DECODER_QUEUE_DEPTH = Gauge("editx_decoder_queue_depth", "Decode jobs waiting for the decoder worker",
+                            multiprocess_mode="livesum")
 STAGES = ("prepare", "llm", "flow", "vocoder")
 
 
@@ -46,3 +54,8 @@ class PrometheusEvents(EngineEvents):
         QUEUE_DEPTH.set(queue_depth)
         if new_tokens:
             TOKENS.inc(new_tokens)
+
+    def decoder_batch(self, size: int, seconds: float, queue_depth: int) -> None:
+        DECODER_BATCH_SIZE.observe(size)
+        DECODER_BATCH_SECONDS.observe(seconds)
+        DECODER_QUEUE_DEPTH.set(queue_depth)

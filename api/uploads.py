@@ -30,7 +30,7 @@ from typing import Any
 
 from api.errors import BodyTimeout, BodyTooLarge, Busy, send_error
 from api.settings import HttpSettings
-from runners.audio import Audio, AudioDecodeError, decode_audio
+from runners.audio import DEFAULT_MAX_DECODE_S, Audio, AudioDecodeError, AudioTooLongError, decode_audio
 from runners.errors import InputTooLargeError, InvalidInputError
 
 Scope = MutableMapping[str, Any]
@@ -45,7 +45,7 @@ log = logging.getLogger("editx.upload")
 FORM_OVERHEAD_BYTES = 1024 * 1024
 
 
-def read_upload(path: Path | str, field: str, max_bytes: int) -> Audio:
+def read_upload(path: Path | str, field: str, max_bytes: int, max_seconds: float = DEFAULT_MAX_DECODE_S) -> Audio:
     """Decode an uploaded file; the declared content type is ignored, the bytes are judged."""
     path = Path(path)
     size = path.stat().st_size
@@ -55,19 +55,26 @@ def read_upload(path: Path | str, field: str, max_bytes: int) -> Audio:
         raise InputTooLargeError(
             f"{field} is {size} bytes; the upload limit is {max_bytes} bytes (EDITX_MAX_UPLOAD_BYTES)", field=field
         )
-    return decode_field(path, field)
+    return decode_field(path, field, max_seconds)
 
 
-def decode_field(source: Path | bytes, field: str) -> Audio:
-    """Decode a file or its bytes; what cannot be decoded is a 400 naming ``field`` and libsndfile's reason."""
+# What decode_audio reads, in the words a client knows its files by.
+ACCEPTED_FORMATS = "WAV, FLAC, OGG/Opus, MP3, WebM, M4A/MP4 or AAC"
+
+
+def decode_field(source: Path | bytes, field: str, max_seconds: float = DEFAULT_MAX_DECODE_S) -> Audio:
+    """Decode a file or its bytes; what cannot be decoded is a 4xx naming ``field``, the reason and what is accepted.
+
+    The reason is the decoder's own short one: never the server-side temporary path.
+    """
     try:
-        return decode_audio(source)
+        return decode_audio(source, max_seconds)
+    except AudioTooLongError as exc:
+        raise AudioTooLongError(f"{field} is too long: {exc.reason}", field=field, reason=exc.reason) from exc
     except AudioDecodeError as exc:
-        # libsndfile's reason without the server-side temporary path it quotes.
-        reason = getattr(exc.__cause__, "error_string", None) or "no samples"
-        raise InvalidInputError(
-            f"{field} is not audio that can be decoded ({reason.rstrip('.')}); send WAV, FLAC, OGG or MP3",
-            field=field,
+        reason = exc.reason.rstrip(".")
+        raise AudioDecodeError(
+            f"{field} is not audio that can be decoded ({reason}); send {ACCEPTED_FORMATS}", field=field, reason=reason
         ) from exc
 
 

@@ -30,8 +30,7 @@ import torch
 from transformers import DynamicCache
 
 from runners.quantization import VARIANTS, load_step1, weight_memory
-from runners.step1 import OFFICIAL_CONFIG, Step1Config, Step1ForCausalLM
-from runners.tiny.step1 import expected_state_shapes
+from runners.step1 import OFFICIAL_CONFIG, Step1Config, Step1ForCausalLM, expected_state_shapes
 
 # Like bench_step1_decode's mid size, with an intermediate width that 128 divides (AWQ's group size).
 MID_SIZE = {

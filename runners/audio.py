@@ -12,13 +12,15 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
+from typing import Any
 
 import numpy as np
 import soundfile as sf
 import torch
 import torchaudio.functional as AF
 
-from runners.errors import InvalidInputError
+from runners.errors import InputTooLargeError, InvalidInputError
 
 TOKENIZER_RATE = 16000
 DECODER_RATE = 24000
@@ -27,7 +29,19 @@ TOKENIZER_PEAK = 0.999
 
 
 class AudioDecodeError(InvalidInputError):
-    """The bytes are not audio that can be decoded (or hold no samples)."""
+    """The bytes are not audio that can be decoded (or hold no samples).
+
+    ``reason`` is the short cause without any file name, so an API can quote it
+    without leaking the server's temporary paths.
+    """
+
+    def __init__(self, message: str, field: str | None = "audio", reason: str | None = None) -> None:
+        super().__init__(message, field=field)
+        self.reason = reason or message
+
+
+class AudioTooLongError(AudioDecodeError, InputTooLargeError):
+    """Decoding stopped at the duration cap (HTTP 413): a small compressed file can expand to hours."""
 
 
 @dataclass(frozen=True)
@@ -45,18 +59,151 @@ class Audio:
         return Audio(resample(self.samples, self.sample_rate, rate), rate)
 
 
-def decode_audio(source: bytes | str | os.PathLike[str]) -> Audio:
-    """Decode WAV/FLAC/OGG/MP3 (anything libsndfile reads) from bytes or a path."""
+# Decoding stops past this much audio: a few MB of Opus or constant FLAC would otherwise
+# expand to many GB of float32 before any duration check could refuse it.
+DEFAULT_MAX_DECODE_S = 3600.0
+# The cap in samples, whatever the rate: 1 h at 48 kHz (about 700 MB of float32).
+MAX_DECODE_SAMPLES = int(DEFAULT_MAX_DECODE_S * 48000)
+_SF_BLOCK = 1 << 16  # frames per libsndfile read: bounded memory even when a header lies about the length
+# The demuxers FFmpeg may pick (judged by the bytes): containers that hold their own audio.
+# Playlists and concat lists, which make FFmpeg open further files or URLs, are not among them.
+_AV_FORMATS = "mov,matroska,ogg,aac,mp3,wav,flac"
+
+
+class _Collector:
+    """Mono chunks gathered under the decode cap; raises AudioTooLongError as soon as it is passed."""
+
+    def __init__(self, rate: int, max_seconds: float) -> None:
+        if rate <= 0:
+            raise AudioDecodeError(f"invalid sample rate {rate}", reason=f"invalid sample rate {rate}")
+        self.rate = rate
+        self.limit = min(int(max_seconds * rate), MAX_DECODE_SAMPLES)
+        self.chunks: list[np.ndarray] = []
+        self.total = 0
+
+    def add(self, channels_first: np.ndarray) -> None:
+        mono = to_mono(torch.from_numpy(channels_first)).numpy()
+        self.total += mono.size
+        if self.total > self.limit:
+            reason = f"it lasts more than {self.limit / self.rate:g} s; decoding stopped there"
+            raise AudioTooLongError(f"the audio is too long ({reason})", reason=reason)
+        self.chunks.append(mono)
+
+    def audio(self) -> Audio:
+        if self.total == 0:
+            raise AudioDecodeError("the audio file holds no samples", reason="no samples")
+        samples = np.concatenate(self.chunks) if len(self.chunks) > 1 else self.chunks[0]
+        return Audio(torch.from_numpy(np.ascontiguousarray(samples, dtype=np.float32)), self.rate)
+
+
+def decode_audio(source: bytes | str | os.PathLike[str], max_seconds: float = DEFAULT_MAX_DECODE_S) -> Audio:
+    """Decode any common audio upload from bytes or a path, judged by its bytes alone.
+
+    libsndfile first (WAV/FLAC/OGG Vorbis+Opus/MP3: exact and fast), then FFmpeg through
+    PyAV for what it cannot read: WebM/Matroska, M4A/MP4 (also video with a sound track),
+    raw ADTS AAC. Both decode incrementally and stop past ``max_seconds``
+    (AudioTooLongError). Every failure is an AudioDecodeError (HTTP 4xx).
+    """
+    data = bytes(source) if isinstance(source, (bytes, bytearray, memoryview)) else None
+    if data is not None and not data:
+        raise AudioDecodeError("the audio file is empty", reason="empty file")
     try:
-        if isinstance(source, (bytes, bytearray, memoryview)):
-            data, rate = sf.read(io.BytesIO(bytes(source)), dtype="float32", always_2d=True)
-        else:
-            data, rate = sf.read(Path(source), dtype="float32", always_2d=True)
-    except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
-        raise AudioDecodeError(f"not a readable audio file ({exc})", field="audio") from exc
-    if data.size == 0:
-        raise AudioDecodeError("the audio file holds no samples", field="audio")
-    return Audio(to_mono(torch.from_numpy(np.ascontiguousarray(data.T))), int(rate))
+        return _decode_sndfile(data, source, max_seconds)
+    except AudioTooLongError:
+        raise
+    except AudioDecodeError as sndfile_error:
+        return _decode_av(data, source, max_seconds, sndfile_error)
+
+
+def _decode_sndfile(data: bytes | None, source: object, max_seconds: float) -> Audio:
+    try:
+        with sf.SoundFile(io.BytesIO(data) if data is not None else Path(source)) as f:  # type: ignore[arg-type]
+            found = _Collector(int(f.samplerate), max_seconds)
+            while True:
+                block = f.read(_SF_BLOCK, dtype="float32", always_2d=True)
+                if not len(block):
+                    break
+                found.add(block.T)
+    except AudioDecodeError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - libsndfile's errors, and whatever else odd bytes provoke: FFmpeg tries next
+        # error_string is libsndfile's reason without the file name that str(exc) quotes. Its mp3 probe
+        # answers "File does not exist ..." for bytes it does not know: a missing file is told by the
+        # FFmpeg step (which opens the file itself), so here that means the format.
+        reason = str(getattr(exc, "error_string", "") or "").rstrip(".")
+        if not reason or reason.startswith("File does not exist"):
+            reason = "format not recognised"
+        reason = reason[:1].lower() + reason[1:]  # it continues a sentence: "... decoded (format not recognised)"
+        raise AudioDecodeError(f"not a readable audio file ({reason})", reason=reason) from exc
+    return found.audio()
+
+
+def _decode_av(data: bytes | None, source: object, max_seconds: float, sndfile_error: AudioDecodeError) -> Audio:
+    """FFmpeg's demuxers and decoders: the first audio stream, every frame, at the stream's own rate."""
+    try:
+        import av  # loaded only for what libsndfile cannot read
+
+        with (io.BytesIO(data) if data is not None else open(source, "rb")) as fileobj:  # type: ignore[arg-type]
+            # A file object, never a name: FFmpeg must not guess the format from an extension.
+            try:
+                container = av.open(fileobj, mode="r", container_options={"format_whitelist": _AV_FORMATS},
+                                    metadata_errors="replace")  # tags are not ours to judge
+            except av.FFmpegError:
+                raise sndfile_error from None  # neither library knows these bytes: libsndfile's reason
+            with container:
+                if not container.streams.audio:
+                    raise AudioDecodeError("the file has no audio stream", reason="the file has no audio stream")
+                return _decode_stream(av, container, container.streams.audio[0], max_seconds)
+    except AudioDecodeError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - hostile bytes can break FFmpeg in many ways; all are the client's 400
+        reason = str(getattr(exc, "strerror", None) or type(exc).__name__)
+        raise AudioDecodeError(f"not a readable audio file ({reason})", reason=reason) from exc
+
+
+def _decode_stream(av: ModuleType, container: Any, stream: Any, max_seconds: float) -> Audio:
+    """Decode ``stream`` packet by packet into float32 mono; a corrupt packet is skipped unless most are."""
+    found: _Collector | None = None
+    resampler: Any = None
+    layout_seen: tuple[str, str, int] | None = None
+    good = bad = 0
+
+    def take(frame: Any) -> None:
+        nonlocal found, resampler, layout_seen
+        if found is None:
+            found = _Collector(int(frame.sample_rate), max_seconds)  # the stream's own rate, as decoded
+        shape = (frame.format.name, frame.layout.name, int(frame.sample_rate))
+        if shape != layout_seen:  # a chained stream may change layout or rate midway
+            if resampler is not None:
+                for out in resampler.resample(None):
+                    found.add(out.to_ndarray())
+            resampler = av.AudioResampler(format="fltp", rate=found.rate)
+            layout_seen = shape
+        for out in resampler.resample(frame):
+            found.add(out.to_ndarray())  # (channels, n) float32: planar
+
+    try:
+        for packet in container.demux(stream):
+            try:
+                frames = packet.decode()
+            except av.FFmpegError:
+                bad += 1
+                continue
+            if packet.size:
+                good += 1
+            for frame in frames:
+                take(frame)
+    except av.FFmpegError:
+        pass  # the container breaks off (a truncated upload): keep what was decoded before it
+    if resampler is not None and found is not None:
+        for out in resampler.resample(None):
+            found.add(out.to_ndarray())
+    if bad and (found is None or bad > good):
+        reason = f"the audio stream is corrupt: {bad} of {good + bad} packets could not be decoded"
+        raise AudioDecodeError(f"not a readable audio file ({reason})", reason=reason)
+    if found is None:
+        raise AudioDecodeError("the audio file holds no samples", reason="no samples")
+    return found.audio()
 
 
 def to_mono(wav: torch.Tensor) -> torch.Tensor:

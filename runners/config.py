@@ -57,6 +57,8 @@ class EngineConfig(BaseModel):
 
     max_batch: int = Field(16, gt=0, description="requests decoded together in one LLM step (continuous batching)")
     max_queue: int = Field(64, ge=0, description="requests waiting for a slot; beyond it a request gets 503")
+    decoder_batch: int = Field(16, gt=0, description="decode jobs (whole answers and stream chunks of all requests) "
+                                                     "run as one flow + vocoder batch; 1 = one at a time")
     prefix_cache_tokens: int = Field(
         8192, ge=0, description="prompt heads (a voice's system turn, the edit persona) kept as K/V so requests "
         "that share one prefill it once, in tokens (32 KiB each for the official model in bf16); 0 = off")

@@ -1,13 +1,19 @@
-"""EditXEngine: the one object that owns every loaded part of the model.
+"""EditXEngine: the one object that owns every loaded part of the model, and the one way to run a job.
 
-The API, the UI, the tests and the benchmarks all go through this class; there
-is never a second copy of the weights. Requests run concurrently: each request's
-thread prepares its prompt features, hands its prompt to the engine loop (one
-thread that owns the LLM and decodes every running request together, see
-:mod:`runners.scheduler`), and turns the ids it gets back into a waveform, whole
-or chunk by chunk as they come. Loading, unloading and offloading are exclusive:
-they wait for the requests in flight, and a request arriving meanwhile waits for
-them.
+Front ends build a typed job (:mod:`runners.jobs`) and call :meth:`EditXEngine.run`, which
+takes it through three stages in order and yields audio chunks:
+
+1. preparation (:mod:`runners.pipeline.prepare`): checks, voice, transcript, prompt features,
+   prompt ids within the token budget;
+2. generation (:mod:`runners.pipeline.generate`): the prompts queued in the engine loop, one
+   thread that decodes every running request together (:mod:`runners.scheduler`);
+3. synthesis (:mod:`runners.pipeline.synthesize`): the ids turned into a waveform, whole or as
+   they arrive, sentences joined by the one cross-fade.
+
+A job is a chain of steps: a clone (its sentences generated together), then edit passes,
+each working on the previous step's audio; only the last step may stream. ``clone``, ``edit``
+and their ``_stream`` twins are that one path, collected or not. Loading, unloading and
+offloading (:mod:`runners.lifecycle`) wait for the jobs in flight.
 """
 
 from __future__ import annotations
@@ -15,8 +21,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,104 +29,352 @@ import numpy as np
 import torch
 
 from runners import privacy
-from runners.audio import DECODER_RATE, TOKENIZER_RATE, Audio, limit_peak
+from runners.audio import DECODER_RATE, Audio
 from runners.config import EngineConfig
-from runners.edit_vocab import VOCABULARY, EditVocabulary, validate_edit
+from runners.decoder_worker import DecoderEvents, DecoderStats, DecoderWorker
+from runners.edit_vocab import VOCABULARY, EditVocabulary
+from runners.errors import EngineUnavailableError
+from runners.events import EngineEvents
+from runners.jobs import CloneJob, EditJob, EditPass, Job, Progress, no_progress, step_seed
 from runners.lifecycle import EngineLifecycle
-from runners.errors import EngineUnavailableError, InputTooLargeError, InvalidInputError
 from runners.model_store import ModelPaths, resolve_model_root
-from runners.prompt_cache import PromptCache, PromptFeatures, audio_key
-from runners.prompts import PromptBuilder, clone_speaker_id, edit_instruction, system_turn_length
-from runners.sampling import SamplingParams
+from runners.pipeline.chunks import STAGES, AudioChunk, JobStream, Synthesis, add_timings
+from runners.pipeline.crossfade import CrossfadeJoiner
+from runners.pipeline.generate import Generator
+from runners.pipeline.prepare import PreparedAudio, Preparer
+from runners.pipeline.synthesize import Synthesizer
+from runners.prompt_cache import PromptCache
 from runners.scheduler import EngineLoop, GenerationRequest, LLMRunner, Scheduler, SchedulerOutput, SchedulerStats
-from runners.transcriber import Transcriber, TranscriberConfig, Transcription
-from runners.tokens import CODEC_VOCAB, LLM_AUDIO_OFFSET, TOKENS_PER_SECOND, from_llm_ids
+from runners.token2wav import check_speed
+from runners.transcriber import DetailedTranscription, Transcriber, TranscriberConfig, Transcription
+from runners.voices import Voice, VoiceRegistry
 
 log = logging.getLogger("editx.engine")
 
-Progress = Callable[[str, float], None]  # (stage description, fraction done 0..1)
-TINY_MAX_NEW_TOKENS = 170  # ~4 s of audio
 PREFILL_TOKENS_PER_STEP = 512  # prompt tokens per engine step: a long prompt never stalls decoding for long
-SENTENCE_MAX_CHARS = 300  # a clone text longer than this is generated sentence by sentence, as one batch
+FADE_S = 0.02  # sentences of a long text meet with a cross-fade this long
 
-
-class EngineEvents:
-    """What the engine reports as it works; the service turns it into metrics (these do nothing)."""
-
-    def stage(self, name: str, seconds: float) -> None: ...
-
-    def first_chunk(self, seconds: float) -> None: ...
-
-    def aborted(self) -> None: ...
-
-    def step(self, batch_size: int, queue_depth: int, new_tokens: int) -> None: ...
+__all__ = ["AudioChunk", "EditXEngine", "EngineEvents", "JobStream", "ModelParts", "PreparedAudio", "Synthesis"]
 
 
 @dataclass
-class AudioChunk:
-    """One piece of a streamed waveform; concatenated in ``index`` order they are the whole answer."""
+class ModelParts:
+    """Every loaded part of the model, typed (the lifecycle moves and drops them together)."""
 
-    samples: np.ndarray  # float32 mono
-    sample_rate: int
-    index: int
-    last: bool = False
+    audio_tokenizer: object  # runners.audio_tokenizer.AudioTokenizer
+    text_tokenizer: object  # runners.text_tokenizer.TextTokenizer
+    prompt_builder: object  # runners.prompts.PromptBuilder
+    llm: object  # runners.llm.Step1LM
+    speaker_encoder: object  # runners.prompt_features.SpeakerEncoder
+    token2wav: object  # runners.token2wav.Token2Wav
+
+
+@dataclass
+class _Plan:
+    """A job after its checks: an optional clone, then edit passes on ``source`` or on the clone."""
+
+    job: Job
+    clone: CloneJob | None
+    source: Audio | None
+    source_text: str | None
+    edits: list[EditPass]
+    seed: int | None
 
     @property
-    def duration_s(self) -> float:
-        return self.samples.size / self.sample_rate
+    def steps(self) -> int:
+        return (1 if self.clone else 0) + len(self.edits)
 
 
 @dataclass
-class PreparedAudio:
-    """Everything derived from one input waveform that generation needs."""
+class _Step:
+    """One step of a job, queued: its prompt features, its requests (a clone's sentences) and seeds."""
 
-    audio: Audio  # mono, peak-limited to 0.6, original sample rate
-    codec_ids: list[int]  # interleaved vq02/vq06 codec ids of the trimmed 16 kHz audio
-    mel: torch.Tensor  # (1, T, 80) 24 kHz mel of the untrimmed audio
-    speaker: torch.Tensor  # (1, 192) CAM++ embedding
-
-
-@dataclass
-class Synthesis:
-    """A generated waveform plus what it took to make it."""
-
-    samples: np.ndarray  # float32 mono
-    sample_rate: int
-    generated_tokens: int
-    timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
-    iterations: int = 1
-
-    @property
-    def duration_s(self) -> float:
-        return self.samples.size / self.sample_rate
-
-
-def _noop_progress(stage: str, fraction: float) -> None:
-    return None
+    prompt: PreparedAudio
+    requests: list[GenerationRequest]
+    seeds: list[int | None]
+    speed: float
+    transcript: str | None  # what the step's output says (the next edit quotes it)
+    pending: dict[str, float] = field(default_factory=dict)  # stage seconds not yet reported on a chunk
 
 
 class EditXEngine(EngineLifecycle):
-    """Load once (see :mod:`runners.lifecycle`), then tokenize, clone and edit."""
+    """Load once (see :mod:`runners.lifecycle`), then run jobs, transcribe and keep voices."""
 
     def __init__(self, config: EngineConfig | None = None) -> None:
         super().__init__(config or EngineConfig.from_env())
         cfg = self.config
         self.paths: ModelPaths | None = None
-        self._prepare_lock = threading.Lock()  # tokenizer + speaker model: one prompt at a time
-        self._decode_lock = threading.Lock()  # flow + vocoder: one chunk at a time, beside the LLM loop
         self._loop: EngineLoop | None = None
         self._tokens_reported = 0
         self.events = EngineEvents()
-        self.cache = PromptCache(
-            cfg.cache_dir or None,
-            max_entries=cfg.cache_max_entries,
-            max_disk_bytes=cfg.cache_max_disk_mb * 1024 * 1024,
-            enabled=cfg.cache_enabled,
-        )
-        # Whisper loads on its first use, not with the engine.
-        self.transcriber = Transcriber(TranscriberConfig.from_env())
+        self.cache = PromptCache(cfg.cache_dir or None, max_entries=cfg.cache_max_entries,
+                                 max_disk_bytes=cfg.cache_max_disk_mb * 1024 * 1024, enabled=cfg.cache_enabled)
+        self.transcriber = Transcriber(TranscriberConfig.from_env())  # Whisper loads on its first use
+        self.voices = VoiceRegistry(cfg.voices_dir)
+        self.prep = Preparer(cfg, self.cache, self.transcriber, self.voices, self._loaded_parts, self.cache_settings)
+        self.gen = Generator(cfg, lambda: self._loop, lambda: self.parts.llm.eos_id,  # type: ignore[attr-defined]
+                             lambda: self.is_tiny, lambda: self.events.aborted())
+        self._decoder: DecoderWorker | None = None
+        self.synth = Synthesizer(self._decoder_worker)
 
-    # ------------------------------------------------------------------ loading
+    # ------------------------------------------------------------------ jobs
+    def run(self, job: Job, *, stream: bool = False, progress: Progress = no_progress,
+            cancel: threading.Event | None = None) -> JobStream:
+        """Run ``job``; the chunks come as they are made (``stream``) or one per sentence (whole decode).
+
+        Checks, transcription, preparation and queueing happen before this returns, so a bad
+        request raises here. Closing the stream aborts the job; setting ``cancel`` too, within
+        one engine step.
+        """
+        plan = self._plan(job)
+        chunks = self._chunks(plan, stream, progress, cancel)
+        next(chunks)  # runs up to the queueing of the first step
+        return JobStream(chunks, DECODER_RATE, plan.steps, job.kind)
+
+    def clone(self, prompt_audio: Audio | None, prompt_text: str | None, target_text: str, seed: int | None = None,
+              progress: Progress = no_progress, *, speed: float = 1.0, voice: str | None = None,
+              edits: tuple[EditPass, ...] = (), cancel: threading.Event | None = None) -> Synthesis:
+        """Speak ``target_text`` in the voice of ``prompt_audio`` (or of the registered ``voice``)."""
+        job = CloneJob(target_text, prompt_audio, prompt_text, voice, seed, speed, edits)
+        return self.run(job, progress=progress, cancel=cancel).collect()
+
+    def clone_stream(self, prompt_audio: Audio | None, prompt_text: str | None, target_text: str,
+                     seed: int | None = None, progress: Progress = no_progress, *, speed: float = 1.0,
+                     voice: str | None = None, edits: tuple[EditPass, ...] = (),
+                     cancel: threading.Event | None = None) -> JobStream:
+        """:meth:`clone`, its audio streamed while the ids are still being made."""
+        job = CloneJob(target_text, prompt_audio, prompt_text, voice, seed, speed, edits)
+        return self.run(job, stream=True, progress=progress, cancel=cancel)
+
+    def edit(self, audio: Audio, audio_text: str | None, edit_type: str, edit_info: str | None = None,
+             target_text: str | None = None, n_edit_iter: int = 1, seed: int | None = None,
+             progress: Progress = no_progress, *, cancel: threading.Event | None = None) -> Synthesis:
+        """Edit ``audio``; each further pass edits the previous output again."""
+        job = EditJob(audio, edit_type, edit_info, audio_text, target_text, n_edit_iter, seed)
+        return self.run(job, progress=progress, cancel=cancel).collect()
+
+    def edit_stream(self, audio: Audio, audio_text: str | None, edit_type: str, edit_info: str | None = None,
+                    target_text: str | None = None, n_edit_iter: int = 1, seed: int | None = None,
+                    progress: Progress = no_progress, *, cancel: threading.Event | None = None) -> JobStream:
+        """:meth:`edit`; the last pass streams (earlier ones must be whole to be edited again)."""
+        job = EditJob(audio, edit_type, edit_info, audio_text, target_text, n_edit_iter, seed)
+        return self.run(job, stream=True, progress=progress, cancel=cancel)
+
+    # ------------------------------------------------------- the one pipeline
+    def _plan(self, job: Job) -> _Plan:
+        """Everything that can be checked without the model, checked once (errors name the field)."""
+        prep = self.prep
+        if isinstance(job, CloneJob):
+            prep.check_voice_choice(job.voice, job.prompt)
+            if job.prompt is not None:
+                prep.check_audio(job.prompt, "prompt_audio")
+                if not (job.prompt_text or "").strip():
+                    prep.check_transcribable("prompt_text")
+            text = prep.check_clone_text(job.text)
+            check_speed(job.speed)
+            edits = [prep.check_edit(e) for e in job.edits]
+            if edits:
+                prep.check_passes(len(edits), "instructions")
+            clone = CloneJob(text, job.prompt, job.prompt_text, job.voice, job.seed, float(job.speed), tuple(edits))
+            return _Plan(job, clone, None, None, edits, job.seed)
+        prep.check_audio(job.audio, "audio")
+        edit = prep.check_edit(job.edit)
+        prep.check_passes(job.passes)
+        text = prep.check_text(job.audio_text, "audio_text", required=False)
+        if not text and VOCABULARY.spec(edit.edit_type).needs_transcript:
+            prep.check_transcribable("audio_text")
+        return _Plan(job, None, job.audio, text or None, [edit] * job.passes, job.seed)
+
+    def _chunks(self, plan: _Plan, stream: bool, progress: Progress,
+                cancel: threading.Event | None) -> Iterator[AudioChunk]:
+        """The job's steps in order; only the last one's audio leaves (the others are edited again).
+
+        Codec ids and stage seconds ride on the next chunk that carries audio (the last chunk
+        takes what is left), so the chunks add up to the whole job.
+        """
+        started = time.perf_counter()
+        totals: dict[str, float] = {}
+        carry_timings: dict[str, float] = {}
+        carry_tokens = index = 0
+        with self._busy():
+            step = self._start(plan, 0, progress)
+            yield None  # type: ignore[misc]  # primed: the caller gets the stream from here on
+            try:
+                for k in range(plan.steps - 1):  # an edit follows: this step's audio must be whole
+                    samples, made = self._collect(step, plan, k, progress, cancel, carry_timings)
+                    carry_tokens += made
+                    step = self._start(plan, k + 1, progress, Audio(torch.from_numpy(samples), DECODER_RATE),
+                                       step.transcript)
+                for samples, made, timings in self._pieces(step, plan, plan.steps - 1, stream, progress, cancel):
+                    add_timings(carry_timings, timings)
+                    carry_tokens += made
+                    if samples.size == 0:
+                        continue
+                    if index == 0 and stream:
+                        self.events.first_chunk(time.perf_counter() - started)
+                    add_timings(totals, carry_timings)
+                    yield AudioChunk(samples, DECODER_RATE, index, tokens=carry_tokens, timings=carry_timings)
+                    index, carry_tokens, carry_timings = index + 1, 0, {}
+                progress("done", 1.0)
+            finally:
+                self.gen.abort(step.requests)
+        add_timings(totals, carry_timings)
+        yield AudioChunk(np.zeros(0, np.float32), DECODER_RATE, index, last=True, tokens=carry_tokens,
+                         timings=carry_timings)
+        for stage in STAGES:
+            if stage in totals:
+                self.events.stage(stage, totals[stage])
+        _log_job(plan, stream, totals, time.perf_counter() - started)
+
+    def _start(self, plan: _Plan, k: int, progress: Progress, audio: Audio | None = None,
+               transcript: str | None = None) -> _Step:
+        """Prepare step ``k`` and queue its prompts (a clone's sentences go in together)."""
+        prep, n = self.prep, plan.steps
+        tag = f"pass {k + 1}/{n}: " if n > 1 else ""
+        clone = plan.clone if k == 0 else None
+        if clone is not None:
+            progress("loading model", 0.0)
+            prompt_audio, prompt_text = prep.voice_prompt(clone.voice, clone.prompt, clone.prompt_text)
+            if not (prompt_text or "").strip():
+                progress("transcribing prompt audio", 0.0)
+            prompt_text = prep.transcript(prompt_text, prompt_audio, "prompt_text")
+            progress(f"{tag}tokenizing prompt audio", 0.1 / n)
+            t = time.perf_counter()
+            prompt = prep.features(prompt_audio)
+            sentences = prep.sentences(clone.text)
+            prompts = [prep.clone_prompt_ids(prompt, prompt_text, s) for s in sentences]
+            prepared = time.perf_counter() - t
+            if len(sentences) > 1:
+                log.info("clone text of %d characters split into %d sentences, generated together",
+                         len(clone.text), len(sentences))
+            seeds = [step_seed(plan.seed, j) for j in range(len(prompts))]
+            speed, said = clone.speed, clone.text
+        else:
+            edit = plan.edits[k - (1 if plan.clone else 0)]
+            audio = plan.source if audio is None else audio
+            assert audio is not None
+            said = plan.source_text if transcript is None else transcript
+            if VOCABULARY.spec(edit.edit_type).needs_transcript:
+                if not (said or "").strip():
+                    progress("transcribing input audio", k / n)
+                said = prep.transcript(said, audio, "audio_text")
+            progress(f"{tag}tokenizing audio", k / n)
+            t = time.perf_counter()
+            prompt = prep.features(audio)
+            prompts = [prep.edit_prompt_ids(prompt, said, edit)]
+            prepared = time.perf_counter() - t
+            seeds, speed = [step_seed(plan.seed, k)], 1.0
+            if edit.edit_type == "paralinguistic":  # the next pass edits what is said now
+                said = edit.target_text
+        progress(f"{tag}generating speech tokens", (k + 0.3) / n)
+        requests = self.gen.submit([self.gen.request(ids, seed) for ids, seed in zip(prompts, seeds)])
+        return _Step(prompt, requests, seeds, speed, said, {"prepare": prepared})
+
+    def _pieces(self, step: _Step, plan: _Plan, k: int, stream: bool, progress: Progress,
+                cancel: threading.Event | None) -> Iterator[tuple[np.ndarray, int, dict[str, float]]]:
+        """(samples, codec ids, stage seconds) of one step, its sentences joined by the one cross-fade."""
+        joiner = CrossfadeJoiner(DECODER_RATE, fade_s=FADE_S)
+        n = plan.steps
+        pending, made = step.pending, 0
+        for j, (request, seed) in enumerate(zip(step.requests, step.seeds)):
+            ids = self.gen.codec_ids(request, cancel)
+            if stream:
+                counted = _Counted(ids)
+                for samples, timings in self.synth.streamed(counted, step.prompt, seed, step.speed):
+                    add_timings(pending, timings)
+                    pending["llm"] = pending.get("llm", 0.0) + counted.take_wait()
+                    out = joiner.add(samples)
+                    yield out, counted.take_count(), pending
+                    pending = {}
+            else:
+                t = time.perf_counter()
+                codec_ids = [i for chunk in ids for i in chunk]
+                add_timings(pending, {"llm": time.perf_counter() - t})
+                progress(f"{'pass %d/%d: ' % (k + 1, n) if n > 1 else ''}decoding waveform",
+                         (k + 0.3 + 0.7 * (j + 0.5) / len(step.requests)) / n)
+                samples, timings = self.synth.whole(codec_ids, step.prompt, seed, step.speed, cancel)
+                add_timings(pending, timings)
+                made += len(codec_ids)
+                yield joiner.add(samples), made, pending
+                pending, made = {}, 0
+            yield joiner.end_segment(), 0, {}
+        yield joiner.finish(), 0, pending
+
+    def _collect(self, step: _Step, plan: _Plan, k: int, progress: Progress, cancel: threading.Event | None,
+                 timings: dict[str, float]) -> tuple[np.ndarray, int]:
+        """A step's whole audio (another step edits it) and its codec id count; its seconds go to ``timings``."""
+        pieces, made = [], 0
+        for samples, count, spent in self._pieces(step, plan, k, False, progress, cancel):
+            pieces.append(samples)
+            made += count
+            add_timings(timings, spent)
+        self.gen.abort(step.requests)
+        return np.concatenate(pieces).astype(np.float32), made
+
+    # ------------------------------------------------------------ other work
+    def transcribe(self, audio: Audio, language: str | None = None) -> Transcription:
+        """What is said in ``audio`` (Whisper), served from the prompt cache when seen before."""
+        detailed = self.transcribe_detailed(audio, language)
+        return Transcription(**{name: getattr(detailed, name) for name in Transcription.model_fields})
+
+    def transcribe_detailed(self, audio: Audio, language: str | None = None, *, field_name: str = "audio",
+                            **options: object) -> DetailedTranscription:
+        """:meth:`transcribe` with timed segments; ``options`` go to the transcriber (and into the cache key)."""
+        self.prep.check_audio(audio, field_name)
+        with self._busy():
+            return self.prep.transcribe(audio, language, **options)
+
+    def create_voice(self, name: str, audio: Audio, text: str | None) -> Voice:
+        """Register ``audio`` as voice ``name`` with its transcript (given or heard) and its prompt features."""
+        self.voices.check_new(name)
+        self.prep.check_audio(audio, "audio")
+        with self._busy():
+            transcript = self.prep.transcript(text, audio, "text")
+            prepared = self.prep.features(audio)
+            return self.voices.create(name, audio, transcript, prepared.codec_ids, prepared.mel, prepared.speaker,
+                                      self.cache_settings())
+
+    def prepare(self, audio: Audio) -> PreparedAudio:
+        """Tokens, mel and speaker embedding of one waveform (cached by its samples)."""
+        with self._busy():
+            return self.prep.features(audio)
+
+    def tokenize(self, audio: Audio) -> list[int]:
+        """Codec ids (0..5119, interleaved 2:3) of an audio, as the LLM sees it."""
+        self.prep.check_audio(audio)
+        with self._busy():
+            return self.prep.codec_ids(audio)
+
+    def check_audio(self, audio: Audio, name: str = "audio") -> Audio:
+        return self.prep.check_audio(audio, name)
+
+    def decode(self, codec_ids: list[int], prompt: PreparedAudio, seed: int | None = None,
+               speed: float = 1.0) -> tuple[np.ndarray, dict[str, float]]:
+        """24 kHz float32 waveform of generated codec ids in the prompt's voice, and seconds per stage."""
+        with self._busy():
+            return self.synth.whole(codec_ids, prompt, seed, speed)
+
+    def clear_prompt_cache(self) -> int:
+        """Empty the prompt cache (memory and disk) and its statistics; returns how many entries went."""
+        dropped = self.cache.clear()
+        log.info("prompt cache cleared on request (%d entries)", dropped)
+        return dropped
+
+    def cache_settings(self) -> str:
+        """What besides the samples changes the prompt features: the model files used.
+
+        Not the LLM variant (EDITX_LLM_QUANTIZATION): the features come from the audio
+        tokenizer, the mel and the speaker model, which are the same for every variant.
+        """
+        paths = self.paths or self.resolve_paths()
+        return f"v1|{paths.root}|{self.config.funasr_id}"
+
+    # ---------------------------------------------------------------- loading
+    @property
+    def parts(self) -> ModelParts:
+        """The loaded parts (loading them first when needed)."""
+        return self._loaded_parts()
+
     @property
     def vocabulary(self) -> EditVocabulary:
         return VOCABULARY
@@ -134,6 +387,10 @@ class EditXEngine(EngineLifecycle):
         if self.config.is_tiny:
             return True
         return self.paths is not None and (self.paths.root / TINY_MARKER).is_file()
+
+    @property
+    def model_root(self) -> Path | None:
+        return self.paths.root if self.paths else None
 
     def resolve_paths(self) -> ModelPaths:
         cfg = self.config
@@ -157,27 +414,55 @@ class EditXEngine(EngineLifecycle):
         from runners.audio_tokenizer import AudioTokenizer
         from runners.llm import Step1LM
         from runners.prompt_features import SpeakerEncoder
+        from runners.prompts import PromptBuilder
         from runners.text_tokenizer import TextTokenizer
         from runners.token2wav import Token2Wav
 
         paths = self.paths = self.resolve_paths()
         cfg = self.config
         text_tokenizer = TextTokenizer(paths.text_tokenizer_dir)
-        self._parts = {
-            "audio_tokenizer": AudioTokenizer(paths, device=self.device),
-            "text_tokenizer": text_tokenizer,
-            "prompt_builder": PromptBuilder(text_tokenizer),
-            "llm": Step1LM.from_pretrained(paths.llm_weights_dir, device=self.device, dtype=cfg.llm_torch_dtype(),
-                                           quantization=cfg.llm_quantization),
-            "speaker_encoder": SpeakerEncoder(paths.decoder_dir / "campplus.onnx", device=self.device),
-            "token2wav": Token2Wav(paths.decoder_dir, device=self.device, dtype=cfg.decoder_torch_dtype()),
-        }
+        self._parts = ModelParts(
+            audio_tokenizer=AudioTokenizer(paths, device=self.device),
+            text_tokenizer=text_tokenizer,
+            prompt_builder=PromptBuilder(text_tokenizer),
+            llm=Step1LM.from_pretrained(paths.llm_weights_dir, device=self.device, dtype=cfg.llm_torch_dtype(),
+                                        quantization=cfg.llm_quantization),
+            speaker_encoder=SpeakerEncoder(paths.decoder_dir / "campplus.onnx", device=self.device),
+            token2wav=Token2Wav(paths.decoder_dir, device=self.device, dtype=cfg.decoder_torch_dtype()),
+        )
 
     def _start_serving(self) -> None:
-        self._start_loop()
+        """The engine loop over the loaded LLM: one slot per running request, the cache allocated once."""
+        from runners.cuda_graphs import decode_function
+        from runners.quantization import cuda_graphs_mode
+
+        llm = self._parts.llm
+        cfg = self.config
+        decode = decode_function(llm, cuda_graphs_mode(cfg.llm_quantization, cfg.cuda_graphs), cfg.max_batch)
+        runner = LLMRunner(llm, cfg.max_batch, cfg.max_total_tokens, decode=decode,
+                           prefix_tokens=cfg.prefix_cache_tokens)
+        scheduler = Scheduler(cfg.max_batch, cfg.max_queue, PREFILL_TOKENS_PER_STEP, eos_id=llm.eos_id,
+                              prefix_cached=runner.prefix_lookup)
+        sync_every = 4 if self.device.type == "cuda" else 1
+        self._tokens_reported = 0
+        self._loop = EngineLoop(runner, scheduler, sync_every=sync_every, on_step=self._on_step).start()
+        self._decoder = DecoderWorker(self._parts.token2wav, max_batch=cfg.decoder_batch,
+                                      events=_DecoderEvents(self)).start()
 
     def _stop_serving(self) -> None:
-        self._stop_loop()
+        if self._loop is not None:
+            self._loop.stop()
+            self._loop = None
+        if self._decoder is not None:
+            self._decoder.stop()
+            self._decoder = None
+
+    def _decoder_worker(self) -> DecoderWorker:
+        """The running decoder worker (the model is loaded while a job holds the engine)."""
+        worker = self._decoder
+        if worker is None:
+            raise EngineUnavailableError("the model is not loaded; retry shortly")
+        return worker
 
     def _release_parts(self) -> None:
         self.transcriber.unload()
@@ -190,28 +475,6 @@ class EditXEngine(EngineLifecycle):
         return (f"offload of a {self.config.llm_quantization} LLM unloads instead: bitsandbytes weights are not "
                 "moved between devices")
 
-    def _start_loop(self) -> None:
-        """The engine loop over the loaded LLM: one slot per running request, the cache allocated once."""
-        from runners.cuda_graphs import decode_function
-
-        llm = self._parts["llm"]
-        cfg = self.config
-        from runners.quantization import cuda_graphs_mode
-
-        decode = decode_function(llm, cuda_graphs_mode(cfg.llm_quantization, cfg.cuda_graphs), cfg.max_batch)
-        runner = LLMRunner(llm, cfg.max_batch, cfg.max_total_tokens, decode=decode,
-                           prefix_tokens=cfg.prefix_cache_tokens)
-        scheduler = Scheduler(cfg.max_batch, cfg.max_queue, PREFILL_TOKENS_PER_STEP, eos_id=llm.eos_id,
-                              prefix_cached=runner.prefix_lookup)
-        sync_every = 4 if self.device.type == "cuda" else 1
-        self._tokens_reported = 0
-        self._loop = EngineLoop(runner, scheduler, sync_every=sync_every, on_step=self._on_step).start()
-
-    def _stop_loop(self) -> None:
-        if self._loop is not None:
-            self._loop.stop()
-            self._loop = None
-
     def _on_step(self, plan: SchedulerOutput, seconds: float) -> None:
         loop = self._loop
         if loop is None:
@@ -220,515 +483,6 @@ class EditXEngine(EngineLifecycle):
         made = scheduler.generated_tokens
         new_tokens, self._tokens_reported = made - self._tokens_reported, made
         self.events.step(len(plan.decodes), scheduler.get_request_counts()[1], new_tokens)
-
-    # ------------------------------------------------------------- validation
-    def check_audio(self, audio: Audio, name: str = "audio") -> Audio:
-        """Reject audio the model cannot use, with a message naming the problem."""
-        if audio.samples.numel() == 0 or audio.duration_s < 0.1:
-            raise InvalidInputError(f"{name} is empty or shorter than 0.1 s", field=name)
-        if not bool(torch.isfinite(audio.samples).all()):
-            raise InvalidInputError(f"{name} contains NaN or infinite samples", field=name)
-        if float(audio.samples.abs().max()) < 1e-4:
-            raise InvalidInputError(f"{name} is silent: no sample rises above -80 dBFS", field=name)
-        if audio.duration_s > self.config.max_audio_s:
-            raise InputTooLargeError(
-                f"{name} is {audio.duration_s:.1f} s long; the limit is {self.config.max_audio_s:g} s "
-                "(set EDITX_MAX_AUDIO_S to change it)",
-                field=name,
-            )
-        return audio
-
-    def check_text(self, text: str | None, name: str, required: bool = True) -> str:
-        value = (text or "").strip()
-        if required and not value:
-            raise InvalidInputError(f"{name} is empty", field=name)
-        if len(value) > self.config.max_text_chars:
-            raise InputTooLargeError(
-                f"{name} has {len(value)} characters; the limit is {self.config.max_text_chars}", field=name
-            )
-        return value
-
-    def _check_budget(self, prompt_ids: list[int], expected_output_s: float) -> int:
-        """Return the generation length cap; reject prompts that leave no room to answer."""
-        budget = self.config.max_total_tokens
-        needed = len(prompt_ids) + int(expected_output_s * TOKENS_PER_SECOND)
-        if len(prompt_ids) >= budget or needed > budget:
-            raise InputTooLargeError(
-                f"the request needs about {needed} LLM tokens (prompt {len(prompt_ids)}); the limit is {budget}. "
-                "Use shorter audio or text.",
-                field="audio",
-            )
-        return budget
-
-    # ---------------------------------------------------------------- stages
-    def cache_settings(self) -> str:
-        """What besides the samples changes the prompt features: the model files used.
-
-        Not the LLM variant (EDITX_LLM_QUANTIZATION): the features come from the audio
-        tokenizer, the mel and the speaker model, which are the same for every variant.
-        """
-        paths = self.paths or self.resolve_paths()
-        return f"v1|{paths.root}|{self.config.funasr_id}"
-
-    def prepare(self, audio: Audio) -> PreparedAudio:
-        """Tokens, mel and speaker embedding of one waveform (the 'prompt features').
-
-        Served from the prompt cache when the same samples were seen before: a hit
-        runs neither the tokenizer nor the mel nor the speaker model. A miss runs them
-        one prompt at a time, beside (never inside) the LLM loop.
-        """
-        from runners.prompt_features import prompt_mel
-
-        with self._busy():
-            limited = Audio(limit_peak(audio.samples), audio.sample_rate)
-            key = audio_key(limited.samples, limited.sample_rate, self.cache_settings())
-            hit = self.cache.get(key)
-            if hit is not None:
-                log.info("prompt cache hit (%.2f s of audio)", limited.duration_s)
-                return PreparedAudio(limited, list(hit.codec_ids), hit.mel, hit.speaker)
-            with self._prepare_lock:
-                start = time.perf_counter()
-                tokens = self._part("audio_tokenizer").tokenize(limited)
-                mel = prompt_mel(limited.resampled(DECODER_RATE).samples)
-                speaker = self._part("speaker_encoder")(limited.resampled(TOKENIZER_RATE).samples)
-                elapsed = time.perf_counter() - start
-            self.cache.put(key, PromptFeatures(tokens.codec_ids, mel, speaker, compute_s=elapsed))
-            log.info("prompt features computed in %.2f s (cache miss)", elapsed)
-            return PreparedAudio(limited, tokens.codec_ids, mel, speaker)
-
-    def clear_prompt_cache(self) -> int:
-        """Empty the prompt cache (memory and disk) and its statistics; returns how many entries went."""
-        dropped = self.cache.clear()
-        log.info("prompt cache cleared on request (%d entries)", dropped)
-        return dropped
-
-    def transcribe(self, audio: Audio, language: str | None = None) -> Transcription:
-        """What is said in ``audio`` (Whisper), served from the prompt cache when seen before."""
-        self.check_audio(audio)
-        with self._busy():
-            settings = f"asr|{self.transcriber.config.model}|{self.transcriber.config.beam_size}|{language or 'auto'}"
-            key = audio_key(audio.samples, audio.sample_rate, settings)
-            hit = self.cache.get(key, need_features=False, need_transcript=True)
-            if hit is not None:
-                log.info("transcript cache hit (%.2f s of audio)", audio.duration_s)
-                return Transcription.model_validate_json(hit.transcript or "{}")
-            result = self.transcriber.transcribe(audio, language)
-            self.cache.put(key, PromptFeatures(transcript=result.model_dump_json(), compute_s=result.elapsed_s))
-            return result
-
-    def resolve_transcript(self, text: str | None, audio: Audio, field: str) -> str:
-        """The given transcript, or (when empty and auto-transcription is on) Whisper's."""
-        given = self.check_text(text, field, required=False)
-        if given:
-            return given
-        if not self.config.auto_transcribe:
-            raise InvalidInputError(
-                f"{field} is empty: give the transcript of the audio (auto-transcription is off; "
-                "set EDITX_AUTO_TRANSCRIBE=1 to have it transcribed)",
-                field=field,
-            )
-        heard = self.transcribe(audio).text
-        if not heard:
-            raise InvalidInputError(f"{field} is empty and no speech was recognized in the audio: give the transcript",
-                                    field=field)
-        log.info("auto-transcribed %s (%s)", field, privacy.shown(heard))
-        return self.check_text(heard, field)
-
-    def tokenize(self, audio: Audio) -> list[int]:
-        """Codec ids (0..5119, interleaved 2:3) of an audio, as the LLM sees it."""
-        self.check_audio(audio)
-        with self._busy():
-            limited = Audio(limit_peak(audio.samples), audio.sample_rate)
-            return self._part("audio_tokenizer").tokenize(limited).codec_ids
-
-    # ------------------------------------------------------------ generation
-    def _sampling(self, prompt_ids: list[int], seed: int | None) -> SamplingParams:
-        llm = self._part("llm")
-        cfg = self.config
-        cap = cfg.max_new_tokens
-        if cap is None and self.is_tiny:
-            cap = TINY_MAX_NEW_TOKENS  # a random model rarely says EOS: keep its answers short
-        budget = cfg.max_total_tokens - len(prompt_ids)
-        audio_only = cfg.audio_only_decoding if cfg.audio_only_decoding is not None else self.is_tiny
-        allowed = None
-        if audio_only:
-            allowed = torch.cat([torch.arange(LLM_AUDIO_OFFSET, LLM_AUDIO_OFFSET + CODEC_VOCAB),
-                                 torch.tensor([llm.eos_id])])
-        return SamplingParams(max_new_tokens=min(budget, cap) if cap else budget,
-                              temperature=cfg.temperature, seed=seed, allowed_ids=allowed)
-
-    def _submit(self, prompt_ids: list[int], seed: int | None) -> GenerationRequest:
-        """Queue a prompt in the engine loop (503 at once when the queue is full)."""
-        self._part("llm")
-        loop = self._loop
-        if loop is None:
-            raise EngineUnavailableError("the model is not loaded; retry shortly")
-        request = GenerationRequest(uuid.uuid4().hex, prompt_ids, self._sampling(prompt_ids, seed),
-                                    prefix_len=system_turn_length(prompt_ids))
-        return loop.submit(request)
-
-    def _abort(self, requests: list[GenerationRequest]) -> None:
-        loop = self._loop
-        for request in requests:
-            if not request.finished and not request.abort_requested and loop is not None:
-                request.abort_requested = True
-                loop.abort(request.request_id)
-                self.events.aborted()
-
-    @staticmethod
-    def _audio_ids(llm_ids: list[int]) -> list[int]:
-        """Codec ids of the audio ids made; a well-trained model emits nothing else before EOS."""
-        audio_ids = [i for i in llm_ids if LLM_AUDIO_OFFSET <= i < LLM_AUDIO_OFFSET + CODEC_VOCAB]
-        if len(audio_ids) != len(llm_ids):
-            log.warning("dropped %d non-audio ids from the LLM output", len(llm_ids) - len(audio_ids))
-        return from_llm_ids(audio_ids)
-
-    def _stream_ids(self, request: GenerationRequest, cancel: threading.Event | None) -> Iterator[list[int]]:
-        """Codec ids of one request as the loop makes them; leaving early aborts the request."""
-        try:
-            for llm_ids in request.tokens(cancelled=cancel):
-                ids = self._audio_ids(llm_ids)
-                if ids:
-                    yield ids
-        finally:
-            self._abort([request])
-
-    def _collect(self, request: GenerationRequest, cancel: threading.Event | None) -> list[int]:
-        return [i for ids in self._stream_ids(request, cancel) for i in ids]
-
-    def clone_prompt_ids(self, prompt: PreparedAudio, prompt_text: str, target_text: str) -> list[int]:
-        speaker = clone_speaker_id(prompt_text, prompt.audio.samples.numpy())
-        ids = self._part("prompt_builder").clone(prompt_text, prompt.codec_ids, target_text, speaker)
-        self._check_budget(ids, expected_output_s=0)
-        return ids
-
-    def edit_prompt_ids(self, prompt: PreparedAudio, audio_text: str | None, edit_type: str,
-                        edit_info: str | None, target_text: str | None = None) -> list[int]:
-        instruction = edit_instruction(edit_type, edit_info, audio_text, target_text)
-        ids = self._part("prompt_builder").edit(instruction, prompt.codec_ids)
-        self._check_budget(ids, expected_output_s=prompt.audio.duration_s)
-        return ids
-
-    def generate_clone(
-        self, prompt: PreparedAudio, prompt_text: str, target_text: str, seed: int | None = None
-    ) -> list[int]:
-        """Codec ids of ``target_text`` spoken in the prompt's voice."""
-        with self._busy():
-            return self._collect(self._submit(self.clone_prompt_ids(prompt, prompt_text, target_text), seed), None)
-
-    def generate_edit(
-        self,
-        prompt: PreparedAudio,
-        audio_text: str | None,
-        edit_type: str,
-        edit_info: str | None,
-        target_text: str | None = None,
-        seed: int | None = None,
-    ) -> list[int]:
-        """Codec ids of the edited audio."""
-        with self._busy():
-            ids = self.edit_prompt_ids(prompt, audio_text, edit_type, edit_info, target_text)
-            return self._collect(self._submit(ids, seed), None)
-
-    def decode(
-        self, codec_ids: list[int], prompt: PreparedAudio, seed: int | None = None, speed: float = 1.0
-    ) -> tuple[np.ndarray, dict[str, float]]:
-        """24 kHz float32 waveform of generated codec ids in the prompt's voice, and seconds per stage."""
-        if not codec_ids:
-            raise InvalidInputError("the model produced no audio tokens; try another seed or text", field="seed")
-        with self._busy(), self._decode_lock:
-            out = self._part("token2wav").synthesize(codec_ids, prompt.codec_ids, prompt.mel, prompt.speaker,
-                                                      seed=seed, speed=speed)
-            samples = out.waveform.numpy().astype(np.float32).reshape(-1)
-            return samples, {"flow": out.flow_seconds, "vocoder": out.vocoder_seconds}
-
-    def _decode_stream(self, ids: Iterator[list[int]], prompt: PreparedAudio, seed: int | None,
-                       speed: float, timings: dict[str, float]) -> Iterator[np.ndarray]:
-        """Waveform pieces of codec ids that arrive in chunks (flow + vocoder on growing chunks)."""
-        from runners.streaming import StreamingDecoder
-
-        decoder = StreamingDecoder(self._part("token2wav"), prompt.codec_ids, prompt.mel, prompt.speaker,
-                                   seed=seed, speed=speed)
-        got_any = False
-        for chunk in ids:
-            got_any = True
-            with self._decode_lock:
-                t = time.perf_counter()
-                pieces = decoder.push(chunk)
-                timings["decode"] = timings.get("decode", 0.0) + time.perf_counter() - t
-            yield from pieces
-        if not got_any:
-            raise InvalidInputError("the model produced no audio tokens; try another seed or text", field="seed")
-        with self._decode_lock:
-            t = time.perf_counter()
-            pieces = decoder.finish()
-            timings["decode"] = timings.get("decode", 0.0) + time.perf_counter() - t
-        yield from pieces
-
-    # ------------------------------------------------------------- requests
-    def _sentences(self, text: str) -> list[str]:
-        if len(text) <= SENTENCE_MAX_CHARS:
-            return [text]
-        from runners.text_split import split_text
-
-        return split_text(text, max_chars=SENTENCE_MAX_CHARS)
-
-    def _check_clone(self, prompt_audio: Audio, prompt_text: str | None, target_text: str, speed: float,
-                     progress: Progress) -> tuple[str, str]:
-        self.check_audio(prompt_audio, "prompt_audio")
-        target_text = self.check_text(target_text, "target_text")
-        check_speed(speed)
-        if not (prompt_text or "").strip():
-            progress("transcribing prompt audio", 0.0)
-        return self.resolve_transcript(prompt_text, prompt_audio, "prompt_text"), target_text
-
-    def _start_clone(self, prompt_audio: Audio, prompt_text: str, target_text: str, seed: int | None,
-                     progress: Progress, timings: dict[str, float]) -> tuple[PreparedAudio, list[GenerationRequest]]:
-        """Prepare the prompt and queue every sentence of the text at once (they decode as one batch)."""
-        progress("loading model", 0.0)
-        self._part("llm")
-        progress("tokenizing prompt audio", 0.1)
-        t = time.perf_counter()
-        prompt = self.prepare(prompt_audio)
-        timings["prepare"] = time.perf_counter() - t
-        self.events.stage("prepare", timings["prepare"])
-        sentences = self._sentences(target_text)
-        prompts = [self.clone_prompt_ids(prompt, prompt_text, s) for s in sentences]
-        progress("generating speech tokens", 0.3)
-        requests: list[GenerationRequest] = []
-        try:
-            for k, ids in enumerate(prompts):
-                requests.append(self._submit(ids, _piece_seed(seed, k)))
-        except BaseException:
-            self._abort(requests)
-            raise
-        if len(sentences) > 1:
-            log.info("clone text of %d characters split into %d sentences, generated together",
-                     len(target_text), len(sentences))
-        return prompt, requests
-
-    def clone(
-        self,
-        prompt_audio: Audio,
-        prompt_text: str | None,
-        target_text: str,
-        seed: int | None = None,
-        progress: Progress = _noop_progress,
-        *,
-        speed: float = 1.0,
-        cancel: threading.Event | None = None,
-    ) -> Synthesis:
-        """Speak ``target_text`` in the voice of ``prompt_audio`` (zero-shot clone).
-
-        An empty ``prompt_text`` is transcribed when auto-transcription is on. A long
-        text is split into sentences that are generated together and joined in order.
-        ``speed`` (0.25–4) stretches time without changing pitch. Setting ``cancel``
-        aborts the request within one engine step.
-        """
-        prompt_text, target_text = self._check_clone(prompt_audio, prompt_text, target_text, speed, progress)
-        timings: dict[str, float] = {"prepare": 0.0, "llm": 0.0, "flow": 0.0, "vocoder": 0.0}
-        with self._busy():
-            prompt, requests = self._start_clone(prompt_audio, prompt_text, target_text, seed, progress, timings)
-            pieces: list[np.ndarray] = []
-            tokens = 0
-            try:
-                for k, request in enumerate(requests):
-                    t = time.perf_counter()
-                    codec_ids = self._collect(request, cancel)
-                    timings["llm"] += time.perf_counter() - t
-                    progress("decoding waveform", 0.3 + 0.7 * (k + 0.5) / len(requests))
-                    samples, stages = self.decode(codec_ids, prompt, _piece_seed(seed, k), speed)
-                    for stage, seconds in stages.items():
-                        timings[stage] += seconds
-                    pieces.append(samples)
-                    tokens += len(codec_ids)
-            finally:
-                self._abort(requests)
-            progress("done", 1.0)
-        syn = Synthesis(_join(pieces), DECODER_RATE, tokens, timings)
-        self._report("clone", syn)
-        return syn
-
-    def clone_stream(
-        self,
-        prompt_audio: Audio,
-        prompt_text: str | None,
-        target_text: str,
-        seed: int | None = None,
-        progress: Progress = _noop_progress,
-        *,
-        speed: float = 1.0,
-        cancel: threading.Event | None = None,
-    ) -> Iterator[AudioChunk]:
-        """Like :meth:`clone`, but the audio comes in chunks while the ids are still being made.
-
-        Validation, transcription, prompt preparation and queueing happen before this
-        returns (so a bad request raises here); closing the iterator aborts the request.
-        """
-        prompt_text, target_text = self._check_clone(prompt_audio, prompt_text, target_text, speed, progress)
-        stream = self._clone_chunks(prompt_audio, prompt_text, target_text, seed, progress, speed, cancel)
-        next(stream)  # runs up to the queueing of the sentences
-        return stream
-
-    def _clone_chunks(self, prompt_audio: Audio, prompt_text: str, target_text: str, seed: int | None,
-                      progress: Progress, speed: float, cancel: threading.Event | None,
-                      ) -> Iterator[AudioChunk]:
-        started = time.perf_counter()
-        timings: dict[str, float] = {}
-        with self._busy():
-            prompt, requests = self._start_clone(prompt_audio, prompt_text, target_text, seed, progress, timings)
-            yield None  # type: ignore[misc]  # primed: the caller gets the stream from here on
-            try:
-                sentences = (
-                    self._decode_stream(self._stream_ids(request, cancel), prompt, _piece_seed(seed, k), speed,
-                                        timings)
-                    for k, request in enumerate(requests)
-                )
-                yield from self._chunks(_crossfaded(sentences), started, "clone")
-            finally:
-                self._abort(requests)
-
-    def _chunks(self, pieces: Iterator[np.ndarray], started: float, what: str) -> Iterator[AudioChunk]:
-        """Number the pieces and pass each on at once; an empty chunk marked ``last`` ends the stream.
-
-        Nothing is held back to mark the last piece: the first audio leaves as soon as it exists.
-        """
-        index, total = 0, 0
-        for piece in pieces:
-            if piece.size == 0:
-                continue
-            if index == 0:
-                self.events.first_chunk(time.perf_counter() - started)
-            yield AudioChunk(piece, DECODER_RATE, index)
-            index += 1
-            total += piece.size
-        yield AudioChunk(np.zeros(0, np.float32), DECODER_RATE, index, last=True)
-        log.info("%s (streamed): %.2f s of audio in %d chunks in %.2f s", what, total / DECODER_RATE, index,
-                 time.perf_counter() - started, extra={"stage": "request"})
-
-    def _check_edit(self, audio: Audio, audio_text: str | None, edit_type: str, edit_info: str | None,
-                    target_text: str | None, n_edit_iter: int, progress: Progress,
-                    ) -> tuple[str | None, str | None, str | None]:
-        self.check_audio(audio)
-        edit_info = validate_edit(edit_type, edit_info, target_text)
-        spec = self.vocabulary.spec(edit_type)
-        target_text = self.check_text(target_text, "target_text", required=spec.needs_target_text)
-        if spec.needs_transcript:
-            if not (audio_text or "").strip():
-                progress("transcribing input audio", 0.0)
-            audio_text = self.resolve_transcript(audio_text, audio, "audio_text")
-        else:
-            audio_text = self.check_text(audio_text, "audio_text", required=False)
-        if not 1 <= n_edit_iter <= 5:
-            raise InvalidInputError(f"n_edit_iter must be between 1 and 5 (got {n_edit_iter})", field="n_edit_iter")
-        return audio_text, edit_info, target_text
-
-    def edit(
-        self,
-        audio: Audio,
-        audio_text: str | None,
-        edit_type: str,
-        edit_info: str | None = None,
-        target_text: str | None = None,
-        n_edit_iter: int = 1,
-        seed: int | None = None,
-        progress: Progress = _noop_progress,
-        *,
-        cancel: threading.Event | None = None,
-    ) -> Synthesis:
-        """Edit ``audio``; each further iteration edits the previous output again."""
-        audio_text, edit_info, target_text = self._check_edit(audio, audio_text, edit_type, edit_info,
-                                                              target_text, n_edit_iter, progress)
-        timings = {"prepare": 0.0, "llm": 0.0, "flow": 0.0, "vocoder": 0.0}
-        current, total_tokens = audio, 0
-        samples = np.zeros(0, dtype=np.float32)
-        with self._busy():
-            for k in range(n_edit_iter):
-                samples, tokens, audio_text = self._edit_pass(
-                    current, audio_text, edit_type, edit_info, target_text, k, n_edit_iter, seed, progress,
-                    timings, cancel)
-                total_tokens += tokens
-                current = Audio(torch.from_numpy(samples.copy()), DECODER_RATE)
-            progress("done", 1.0)
-        syn = Synthesis(samples, DECODER_RATE, total_tokens, timings, iterations=n_edit_iter)
-        self._report(f"edit {edit_type}" + (f"/{edit_info}" if edit_info and privacy.enabled() else ""), syn)
-        return syn
-
-    def _edit_pass(self, current: Audio, audio_text: str | None, edit_type: str, edit_info: str | None,
-                   target_text: str | None, k: int, n: int, seed: int | None, progress: Progress,
-                   timings: dict[str, float], cancel: threading.Event | None,
-                   ) -> tuple[np.ndarray, int, str | None]:
-        """One edit pass, whole; returns the audio, its id count and the transcript of what it says."""
-        prompt, request = self._start_edit_pass(current, audio_text, edit_type, edit_info, target_text, k, n,
-                                                seed, progress, timings)
-        t = time.perf_counter()
-        codec_ids = self._collect(request, cancel)
-        timings["llm"] += time.perf_counter() - t
-        progress(f"pass {k + 1}/{n}: decoding waveform", (k + 0.8) / n)
-        samples, stages = self.decode(codec_ids, prompt, _piece_seed(seed, k))
-        for stage, seconds in stages.items():
-            timings[stage] += seconds
-        # The next pass edits this output; its transcript is what was said now.
-        return samples, len(codec_ids), target_text if edit_type == "paralinguistic" else audio_text
-
-    def _start_edit_pass(self, current: Audio, audio_text: str | None, edit_type: str, edit_info: str | None,
-                         target_text: str | None, k: int, n: int, seed: int | None, progress: Progress,
-                         timings: dict[str, float]) -> tuple[PreparedAudio, GenerationRequest]:
-        progress(f"pass {k + 1}/{n}: tokenizing audio", k / n)
-        t = time.perf_counter()
-        prompt = self.prepare(current)
-        timings["prepare"] = timings.get("prepare", 0.0) + time.perf_counter() - t
-        self.events.stage("prepare", time.perf_counter() - t)
-        progress(f"pass {k + 1}/{n}: generating speech tokens", (k + 0.3) / n)
-        ids = self.edit_prompt_ids(prompt, audio_text, edit_type, edit_info, target_text)
-        return prompt, self._submit(ids, _piece_seed(seed, k))
-
-    def edit_stream(
-        self,
-        audio: Audio,
-        audio_text: str | None,
-        edit_type: str,
-        edit_info: str | None = None,
-        target_text: str | None = None,
-        n_edit_iter: int = 1,
-        seed: int | None = None,
-        progress: Progress = _noop_progress,
-        *,
-        cancel: threading.Event | None = None,
-    ) -> Iterator[AudioChunk]:
-        """Like :meth:`edit`; the last pass streams (earlier passes must be whole to be edited again)."""
-        audio_text, edit_info, target_text = self._check_edit(audio, audio_text, edit_type, edit_info,
-                                                              target_text, n_edit_iter, progress)
-        stream = self._edit_chunks(audio, audio_text, edit_type, edit_info, target_text, n_edit_iter, seed,
-                                   progress, cancel)
-        next(stream)
-        return stream
-
-    def _edit_chunks(self, audio: Audio, audio_text: str | None, edit_type: str, edit_info: str | None,
-                     target_text: str | None, n: int, seed: int | None, progress: Progress,
-                     cancel: threading.Event | None) -> Iterator[AudioChunk]:
-        started = time.perf_counter()
-        timings: dict[str, float] = {"prepare": 0.0, "llm": 0.0, "flow": 0.0, "vocoder": 0.0}
-        with self._busy():
-            yield None  # type: ignore[misc]
-            current = audio
-            for k in range(n - 1):
-                samples, _, audio_text = self._edit_pass(current, audio_text, edit_type, edit_info, target_text,
-                                                         k, n, seed, progress, timings, cancel)
-                current = Audio(torch.from_numpy(samples.copy()), DECODER_RATE)
-            prompt, request = self._start_edit_pass(current, audio_text, edit_type, edit_info, target_text,
-                                                    n - 1, n, seed, progress, timings)
-            try:
-                pieces = self._decode_stream(self._stream_ids(request, cancel), prompt, _piece_seed(seed, n - 1),
-                                             1.0, timings)
-                yield from self._chunks(pieces, started, f"edit {edit_type}")
-            finally:
-                self._abort([request])
-
-    def _report(self, what: str, syn: Synthesis) -> None:
-        for stage, seconds in syn.timings.items():
-            self.events.stage(stage, seconds)
-        _log_synthesis(what, syn)
 
     # ---------------------------------------------------------------- status
     def status(self) -> dict[str, object]:
@@ -757,6 +511,7 @@ class EditXEngine(EngineLifecycle):
             "auto_transcribe": cfg.auto_transcribe,
             "asr": self.transcriber.info().model_dump(),
             "scheduler": self.scheduler_stats().model_dump(),
+            "decoder": self.decoder_stats().model_dump(),
             **self._llm_status(),
         }
 
@@ -775,72 +530,64 @@ class EditXEngine(EngineLifecycle):
             stats.prefix_store_mb = round(store.nbytes / 2**20, 1)
         return stats
 
+    def decoder_stats(self) -> DecoderStats:
+        """Decoder batches: size, queue depth, seconds per batch (empty figures when not loaded)."""
+        worker = self._decoder
+        if worker is None:
+            return DecoderStats.idle(self.config.decoder_batch)
+        return worker.stats()
+
     def _llm_status(self) -> dict[str, object]:
         """The LLM variant, its weight memory once loaded, and what idle does with it."""
         from runners.quantization import llm_status
 
-        llm = self._parts.get("llm")
+        llm = getattr(self._parts, "llm", None)
         return llm_status(self.config.llm_quantization, getattr(llm, "model", None), self.config.idle_action)
 
-    @property
-    def model_root(self) -> Path | None:
-        return self.paths.root if self.paths else None
+
+class _DecoderEvents(DecoderEvents):
+    """The decoder worker's batches, passed on to the engine's events (the engine's may be replaced)."""
+
+    def __init__(self, engine: EditXEngine) -> None:
+        self._engine = engine
+
+    def decoder_batch(self, size: int, seconds: float, queue_depth: int) -> None:
+        self._engine.events.decoder_batch(size, seconds, queue_depth)
 
 
-SPEED_RANGE = (0.25, 4.0)
-FADE_S = 0.02  # sentences of a long text meet with a fade this long
+class _Counted(Iterator[list[int]]):
+    """An id stream that counts the ids it passes on and the time spent waiting for them (the LLM's share)."""
+
+    def __init__(self, ids: Iterator[list[int]]) -> None:
+        self._ids = ids
+        self._count = 0
+        self._wait = 0.0
+
+    def __next__(self) -> list[int]:
+        t = time.perf_counter()
+        try:
+            chunk = next(self._ids)
+        finally:
+            self._wait += time.perf_counter() - t
+        self._count += len(chunk)
+        return chunk
+
+    def take_count(self) -> int:
+        count, self._count = self._count, 0
+        return count
+
+    def take_wait(self) -> float:
+        wait, self._wait = self._wait, 0.0
+        return wait
 
 
-def check_speed(speed: float) -> float:
-    low, high = SPEED_RANGE
-    if not (low <= speed <= high):
-        raise InvalidInputError(f"speed must be between {low:g} and {high:g} (got {speed:g})", field="speed")
-    return speed
-
-
-def _piece_seed(seed: int | None, k: int) -> int | None:
-    """Sentence k (or edit pass k) of a seeded request draws from seed + k: the first one from seed itself."""
-    return None if seed is None else (seed + k) % 2**32
-
-
-def _join(pieces: list[np.ndarray]) -> np.ndarray:
-    """Sentences in order, each overlapping the next by FADE_S with a linear cross-fade."""
-    return np.concatenate(list(_crossfaded(iter([p]) for p in pieces)) or [np.zeros(0, np.float32)])
-
-
-def _crossfaded(sentences: Iterator[Iterator[np.ndarray]]) -> Iterator[np.ndarray]:
-    """Waveform pieces of consecutive sentences, each sentence's last FADE_S mixed into the next one's first.
-
-    Works on streams: it holds back only FADE_S of audio at a time, so the non-streamed
-    join and the streamed one give the same samples.
-    """
-    n = int(FADE_S * DECODER_RATE)
-    fade_in = np.linspace(0.0, 1.0, n, dtype=np.float32)
-    tail: np.ndarray | None = None
-    for sentence in sentences:
-        held = np.zeros(0, np.float32)
-        for piece in sentence:
-            held = np.concatenate([held, piece.astype(np.float32, copy=False)])
-            if tail is not None:
-                if held.size < tail.size:
-                    continue
-                m = tail.size
-                mixed = tail * fade_in[::-1][-m:] + held[:m] * fade_in[:m] if m else held[:0]
-                held = np.concatenate([mixed, held[m:]])
-                tail = None
-            if held.size > n:
-                yield held[:-n]
-                held = held[-n:]
-        if tail is not None:  # this sentence was shorter than the fade: keep the previous tail whole
-            held = np.concatenate([tail, held])
-        tail = held
-    if tail is not None and tail.size:
-        yield tail
-
-
-def _log_synthesis(what: str, syn: Synthesis) -> None:
-    """One line per finished request, with the time of every stage (the UI log panel shows it)."""
-    stages = ", ".join(f"{k} {v:.2f} s" for k, v in syn.timings.items())
-    total = sum(syn.timings.values())
-    log.info("%s: %.2f s of audio, %d tokens, %d pass(es) in %.2f s (%s)", what, syn.duration_s,
-             syn.generated_tokens, syn.iterations, total, stages, extra={"stage": "request", "seconds": total})
+def _log_job(plan: _Plan, stream: bool, timings: dict[str, float], wall_s: float) -> None:
+    """One line per finished job, with the time of every stage (the UI log panel shows it)."""
+    what = "clone" if plan.clone else "edit"
+    if plan.edits and privacy.enabled():
+        what += " " + ", ".join(e.label() for e in plan.edits)
+    elif plan.edits:
+        what += f" + {len(plan.edits)} edit pass(es)" if plan.clone else f" {plan.edits[0].edit_type}"
+    stages = ", ".join(f"{k} {v:.2f} s" for k, v in timings.items())
+    log.info("%s%s: %d step(s) in %.2f s (%s)", what, " (streamed)" if stream else "", plan.steps, wall_s,
+             stages, extra={"stage": "request", "seconds": round(wall_s, 3)})

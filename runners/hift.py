@@ -200,9 +200,14 @@ class ResBlock(nn.Module):
         self.activations1 = nn.ModuleList(Snake(channels) for _ in dilations)
         self.activations2 = nn.ModuleList(Snake(channels) for _ in dilations)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        """x (B, C, T); ``mask`` (B, 1, T) 1.0 on a row's real frames: each conv's output is cut there, so
+        the next conv sees zeros past the row's end, the zero padding it would see alone."""
         for act1, conv1, act2, conv2 in zip(self.activations1, self.convs1, self.activations2, self.convs2):
-            x = x + conv2(act2(conv1(act1(x))))
+            if mask is None:
+                x = x + conv2(act2(conv1(act1(x))))
+            else:
+                x = x + conv2(act2(conv1(act1(x)) * mask)) * mask  # x is already zero past the end
         return x
 
 
@@ -218,9 +223,18 @@ class F0Predictor(nn.Module):
         self.condnet = nn.Sequential(*layers)
         self.classifier = nn.Linear(cond_channels, 1)
 
-    def forward(self, mel: Tensor) -> Tensor:
-        h = self.condnet(mel).transpose(1, 2)
-        return self.classifier(h).squeeze(-1).abs()
+    def forward(self, mel: Tensor, mask: Tensor | None = None) -> Tensor:
+        """``mask`` (B, 1, T) 1.0 on real frames of a right-padded batch: every conv then sees zeros past a
+        row's end (ELU(0) = 0), exactly what it sees alone, so a row's F0 ignores its batch-mates."""
+        if mask is None:
+            h = self.condnet(mel)
+        else:
+            h = mel * mask
+            for layer in self.condnet:
+                h = layer(h)
+                if isinstance(layer, nn.ELU):
+                    h = h * mask
+        return self.classifier(h.transpose(1, 2)).squeeze(-1).abs()
 
 
 class HarmonicSource(nn.Module):
@@ -265,6 +279,22 @@ class HarmonicSource(nn.Module):
         noise = noise_scale * _draw(torch.randn, tuple(sines.shape), generator, f0.device)
         excitation = (sines * voiced + noise).to(self.l_linear.weight.dtype)
         return torch.tanh(self.l_linear(excitation)).transpose(1, 2)
+
+
+def _pad_rows(rows: Sequence[Tensor]) -> tuple[Tensor, Tensor | None]:
+    """(C, T_i) rows → (B, C, max T) zero-padded at the right, and the lengths (None when all are equal)."""
+    longest = max(r.size(-1) for r in rows)
+    if all(r.size(-1) == longest for r in rows):
+        return torch.stack(list(rows)), None
+    batch = rows[0].new_zeros((len(rows), rows[0].size(0), longest))
+    for i, r in enumerate(rows):
+        batch[i, :, : r.size(-1)] = r
+    return batch, torch.tensor([r.size(-1) for r in rows], device=batch.device)
+
+
+def _frame_mask(lengths: Tensor, steps: int, dtype: torch.dtype) -> Tensor:
+    """(B, 1, steps) 1.0 where a frame is inside its row."""
+    return (torch.arange(steps, device=lengths.device).unsqueeze(0) < lengths.unsqueeze(1)).unsqueeze(1).to(dtype)
 
 
 def _draw(fn: Any, shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device) -> Tensor:
@@ -346,24 +376,76 @@ class HiFTGenerator(nn.Module):
 
     def decode(self, mel: Tensor, source: Tensor) -> Tensor:
         """mel (B, C, T) and excitation (B, 1, T·spf) → waveform (B, T·spf), clamped to audio_limit."""
+        return self._istft(self._spectrum(mel, self._source_spectrum(source), None))
+
+    def _spectrum(self, mel: Tensor, s_spec: Tensor, lengths: Tensor | None) -> Tensor:
+        """mel (B, C, T) + source spectrum → the iSTFT head's (B, n_fft + 2, T·∏rates + 1) log-magnitude/phase.
+
+        ``lengths`` (B,) real mel frames per row of a right-padded batch (None: no padding). Each conv's
+        output is then cut at the row's end at every rate, so every later conv sees zeros there,
+        exactly the zero padding the row gets alone: a row's real samples ignore its batch-mates.
+        """
         cfg = self.cfg
-        s_spec = self._source_spectrum(source)
-        x = self.conv_pre(mel)
+        rate = 1
+
+        def mask_at(extra: int = 0) -> Tensor | None:
+            if lengths is None:
+                return None
+            steps = torch.arange(mel.size(-1) * rate + extra, device=mel.device)
+            return (steps.unsqueeze(0) < (lengths * rate + extra).unsqueeze(1)).unsqueeze(1).to(mel.dtype)
+
+        def cut(x: Tensor, mask: Tensor | None) -> Tensor:
+            return x if mask is None else x * mask
+
+        x = cut(self.conv_pre(mel), mask_at())
         n_k = len(cfg.resblock_kernel_sizes)
         last = len(self.ups) - 1
         for i, up in enumerate(self.ups):
+            rate *= cfg.upsample_rates[i]
             x = up(F.leaky_relu(x, cfg.lrelu_slope))
+            extra = 0
             if i == last:
                 x = F.pad(x, (1, 0), mode="reflect")  # one frame more, to match the iSTFT frame count
-            x = x + self.source_resblocks[i](self.source_downs[i](s_spec))
-            x = sum(self.resblocks[i * n_k + j](x) for j in range(n_k)) / n_k
-        x = self.conv_post(F.leaky_relu(x))  # the official model uses the default 0.01 slope here
+                extra = 1
+            mask = mask_at(extra)
+            x = cut(x, mask)
+            x = x + self.source_resblocks[i](cut(self.source_downs[i](s_spec), mask), mask)
+            x = sum(self.resblocks[i * n_k + j](x, mask) for j in range(n_k)) / n_k
+        return self.conv_post(F.leaky_relu(x))  # the official model uses the default 0.01 slope here
+
+    def _istft(self, x: Tensor) -> Tensor:
+        """The head's (B, n_fft + 2, F) output → waveform (B, (F - 1)·hop), clamped to audio_limit."""
+        cfg = self.cfg
         bins = cfg.n_fft // 2 + 1
         magnitude = torch.exp(x[:, :bins]).clamp(max=_MAX_MAGNITUDE).float()
         phase = torch.sin(x[:, bins:]).float()
         spec = torch.polar(magnitude, phase)
         wave = torch.istft(spec, cfg.n_fft, cfg.hop_len, cfg.n_fft, window=self.stft_window.float())
         return wave.clamp(-cfg.audio_limit, cfg.audio_limit)  # float32 whatever the weights' dtype
+
+    @torch.inference_mode()
+    def f0_rows(self, mels: Sequence[Tensor]) -> list[Tensor]:
+        """F0 (T_i,) in Hz of each mel (80, T_i), all in one right-padded batch (each row as alone)."""
+        batch, lengths = _pad_rows(mels)
+        mask = None if lengths is None else _frame_mask(lengths, batch.size(-1), batch.dtype)
+        f0 = self.f0_predictor(batch, mask)
+        return [f0[i, : m.size(-1)] for i, m in enumerate(mels)]
+
+    @torch.inference_mode()
+    def decode_rows(self, mels: Sequence[Tensor], sources: Sequence[Tensor]) -> list[Tensor]:
+        """Waveform (T_i·spf,) of each (mel (80, T_i), excitation (1, T_i·spf)), the convs as one batch.
+
+        Why per row around the batch: the source STFT and the iSTFT pad by reflection at a row's ends
+        and normalise by the window overlap there, so they run on each row alone (cheap: a 16-point
+        FFT); the convolutions, where the time goes, run once for the padded batch with every conv's
+        output cut at each row's end (see :meth:`_spectrum`).
+        """
+        specs = [self._source_spectrum(src.reshape(1, 1, -1).to(mel.dtype)) for mel, src in zip(mels, sources)]
+        batch, lengths = _pad_rows(mels)
+        s_spec, _ = _pad_rows([spec[0] for spec in specs])
+        head = self._spectrum(batch, s_spec, lengths)
+        frames = [spec.size(-1) for spec in specs]
+        return [self._istft(head[i : i + 1, :, : frames[i]])[0] for i in range(len(mels))]
 
     def source(self, mel: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """mel (B, C, T) → NSF excitation (B, 1, T·spf); random unless ``generator`` is given."""

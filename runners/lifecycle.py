@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 
@@ -43,7 +43,7 @@ class EngineLifecycle:
         self.load_seconds: float | None = None
         self.last_used = time.monotonic()
         self.last_unload: dict[str, object] | None = None
-        self._parts: dict[str, object] = {}
+        self._parts: Any = None  # the subclass's loaded parts (a dataclass of them); None when unloaded
         self._lock = threading.RLock()  # held by load / unload / offload / bring-back (exclusive)
         self._drained = threading.Condition(self._lock)
         self._inflight = 0  # units of work running now (shared: many at once)
@@ -55,7 +55,7 @@ class EngineLifecycle:
 
     # ------------------------------------------------------------ subclass hooks
     def _load_parts(self) -> None:
-        """Build ``self._parts`` (raises on failure)."""
+        """Build ``self._parts``, an object whose attributes are the parts (raises on failure)."""
         raise NotImplementedError
 
     def _start_serving(self) -> None:
@@ -117,7 +117,7 @@ class EngineLifecycle:
                 return
             before = self.memory()
             self._stop_serving()
-            self._parts = {}
+            self._parts = None
             self._release_parts()
             release_memory()
             self.last_unload = {"action": "unload", "reason": reason, "before": before, "after": self.memory()}
@@ -137,7 +137,7 @@ class EngineLifecycle:
                 return
             before = self.memory()
             self._stop_serving()
-            for part in self._parts.values():
+            for part in self._held_parts():
                 move_modules(part, torch.device("cpu"))
             release_memory()
             self.last_unload = {"action": "offload", "reason": reason, "before": before, "after": self.memory()}
@@ -173,7 +173,7 @@ class EngineLifecycle:
     def _ensure_loaded(self) -> None:
         """Under ``_lock``: load, or move offloaded weights back, before work starts."""
         if self.state == "offloaded":
-            for part in self._parts.values():
+            for part in self._held_parts():
                 move_modules(part, self.device)
             self._start_serving()
             self.state = "loaded"
@@ -181,11 +181,16 @@ class EngineLifecycle:
         if self.state != "loaded":
             self.load()
 
-    def _part(self, name: str):  # noqa: ANN202 - each part has its own type
+    def _loaded_parts(self) -> Any:
+        """The parts, loading (or bringing them back) first when needed."""
         if self.state != "loaded":
             with self._lock:
                 self._ensure_loaded()
-        return self._parts[name]
+        return self._parts
+
+    def _held_parts(self) -> list[object]:
+        """Every part held now (none when unloaded)."""
+        return [] if self._parts is None else list(vars(self._parts).values())
 
     # ------------------------------------------------------------------ idle
     def idle_seconds(self) -> float:
@@ -216,7 +221,7 @@ class EngineLifecycle:
         """Process/GPU memory plus the weights this engine holds, split by where they live (MiB)."""
         out = memory_in_use()
         held: dict[str, float] = {}
-        for part in list(self._parts.values()):
+        for part in self._held_parts():
             for module in modules_of(part):
                 for t in [*module.parameters(), *module.buffers()]:
                     key = f"weights_{t.device.type}_mb"

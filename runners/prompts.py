@@ -1,9 +1,18 @@
 """Token-level prompts for cloning and editing, in the official chat format.
 
-Layout (UPSTREAM.md §2.3): BOS, then ``<|BOT|>`` role-text ``<|EOT|>`` turns for
-system and human, then an open ``<|BOT|>assistant\\n`` turn the model completes.
-The wording of the system prompts and instructions is what the model was
-trained on; it must stay byte-identical.
+Two layouts, chosen by the checkpoint's tokenizer files:
+
+- With a chat template (the 2026 release's code builds every prompt with the tokenizer's
+  ``apply_chat_template``): the turns are messages — system (the clone template filled in,
+  or the edit persona) and user (the target text, or ``instruction\\n<audio…>\\n``) — rendered
+  by that template with the generation prompt and tokenized as one text. The clone
+  prompt's speaker name is then the literal ``debug``, as in that code.
+- Without one (the November 2025 code): BOS, then ``<|BOT|>`` role-text ``<|EOT|>`` turns
+  for system and human, each part encoded on its own, then an open ``<|BOT|>assistant\\n``
+  turn the model completes; the speaker name is a hash of transcript and audio.
+
+The wording of the system prompts and instructions is what the model was trained on; it
+must stay byte-identical.
 """
 
 from __future__ import annotations
@@ -14,12 +23,14 @@ from typing import Protocol
 
 import numpy as np
 
+from runners.chat_template import ChatMessage
 from runners.edit_vocab import InvalidEditError
 from runners.tokens import to_token_string
 
 BOS_ID = 1
 EOT_ID = 3
 BOT_ID = 4
+TEMPLATE_SPEAKER = "debug"  # the 2026 code's fixed speaker name in the clone prompt
 
 CLONE_SYSTEM_TEMPLATE = (
     "Generate audio with the following timbre, prosody and speaking style\n"
@@ -55,6 +66,12 @@ VAD_INSTRUCTION = "Remove any silent portions " + _KEEP_CLEAN.format(what="silen
 
 class TextEncoder(Protocol):
     def encode(self, text: str) -> list[int]: ...
+
+
+class ChatTokenizer(TextEncoder, Protocol):
+    chat_template: str | None
+
+    def apply_chat_template(self, messages: list[ChatMessage], add_generation_prompt: bool = True) -> list[int]: ...
 
 
 def edit_instruction(edit_type: str, edit_info: str | None, audio_text: str | None, target_text: str | None) -> str:
@@ -108,6 +125,20 @@ class PromptBuilder:
     def __init__(self, tokenizer: TextEncoder) -> None:
         self.tokenizer = tokenizer
 
+    @property
+    def uses_chat_template(self) -> bool:
+        """Whether prompts go through the checkpoint's chat template (the 2026 layout)."""
+        return getattr(self.tokenizer, "chat_template", None) is not None
+
+    def speaker_id(self, prompt_text: str, samples: np.ndarray) -> str:
+        """The speaker name the matching upstream release writes into the clone prompt."""
+        return TEMPLATE_SPEAKER if self.uses_chat_template else clone_speaker_id(prompt_text, samples)
+
+    def _chat(self, system: str, user: str) -> list[int]:
+        chat: ChatTokenizer = self.tokenizer  # type: ignore[assignment]
+        messages = [ChatMessage(role="system", content=system), ChatMessage(role="user", content=user)]
+        return chat.apply_chat_template(messages, add_generation_prompt=True)
+
     def _turn(self, role: str, body_ids: Sequence[int]) -> list[int]:
         return [BOT_ID, *self.tokenizer.encode(f"{role}\n"), *body_ids, EOT_ID]
 
@@ -118,6 +149,8 @@ class PromptBuilder:
         system = CLONE_SYSTEM_TEMPLATE.format(
             speaker=speaker_id, prompt_text=prompt_text, audio_tokens=to_token_string(prompt_codec_ids)
         )
+        if self.uses_chat_template:
+            return self._chat(system, target_text)
         # The target text is encoded after a newline that is then dropped, so that
         # sentencepiece does not prepend its word-boundary piece to the first word.
         newline = self.tokenizer.encode("\n")
@@ -126,6 +159,8 @@ class PromptBuilder:
                 *self._turn("human", target), *self._open_assistant()]
 
     def edit(self, instruction: str, audio_codec_ids: Sequence[int]) -> list[int]:
+        if self.uses_chat_template:
+            return self._chat(EDIT_SYSTEM_PROMPT, f"{instruction}\n{to_token_string(audio_codec_ids)}\n")
         human = self.tokenizer.encode(f"{instruction}\n{to_token_string(audio_codec_ids)}\n")
         return [BOS_ID, BOT_ID, *self.tokenizer.encode("system\n" + EDIT_SYSTEM_PROMPT), EOT_ID,
                 *self._turn("human", human), *self._open_assistant()]

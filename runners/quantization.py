@@ -15,10 +15,12 @@ for AWQ) and the decode loop is the same for all of them:
   weights are dequantized to the LLM dtype while they load: the gain is a 3× smaller
   download and disk folder, not run-time memory (for that, use ``nf4``).
 
-``lm_head`` and the embeddings stay unquantized in every variant (transformers keeps
-the output embedding out of bitsandbytes by default; the AWQ checkpoint ignores it).
+``lm_head`` and the embeddings stay unquantized in every variant (the bitsandbytes
+variants name ``lm_head`` among the modules to skip; the AWQ checkpoint ignores it).
 Only the decoder layers' seven projections per layer are quantized: those are the
 "quantized linear layers" whose memory :func:`weight_memory` reports separately.
+A projection whose shape a bitsandbytes CPU kernel cannot take (:func:`bnb_cpu_refusal`)
+stays unquantized on the CPU, with a logged note; the official shapes fit every path.
 """
 
 from __future__ import annotations
@@ -39,6 +41,10 @@ log = logging.getLogger("editx.quantization")
 Quantization = Literal["none", "int8", "nf4", "awq"]
 VARIANTS: tuple[Quantization, ...] = ("none", "int8", "nf4", "awq")
 ALIASES: dict[str, Quantization] = {"int4": "nf4", "awq-4bit": "awq"}  # upstream's --quantization spellings
+# bitsandbytes' 4-bit quantization block (Params4bit's default; transformers' config does not change it).
+NF4_BLOCKSIZE = 64
+# Output rows per tile of bitsandbytes' packed 4-bit CPU kernel (AVX512-BF16 CPUs).
+NF4_CPU_PACK_ROWS = 32
 # bitsandbytes weights are not moved between devices by the engine (not verified on a GPU here):
 # an idle engine with these variants unloads instead of offloading.
 UNLOADS_INSTEAD_OF_OFFLOAD: frozenset[str] = frozenset({"int8", "nf4"})
@@ -97,25 +103,87 @@ def cuda_graphs_mode(variant: str, mode: str) -> str:
     return mode
 
 
-def transformers_config(variant: Quantization, dtype: torch.dtype):  # noqa: ANN201 - a transformers config or None
-    """The transformers quantization config of a variant (None for ``none``)."""
+def transformers_config(  # noqa: ANN201 - a transformers config or None
+    variant: Quantization, dtype: torch.dtype, keep: list[str] | None = None
+):
+    """The transformers quantization config of a variant (None for ``none``).
+
+    ``keep``: module names (``model.layers.0.self_attn.k_proj``) that bitsandbytes leaves as they are,
+    besides ``lm_head``. A skip list replaces transformers' default one, so ``lm_head`` is always named.
+    """
     if variant == "none":
         return None
     if variant in ("int8", "nf4"):
         from transformers import BitsAndBytesConfig
 
+        skip = ["lm_head", *(keep or [])]
         if variant == "int8":
-            return BitsAndBytesConfig(load_in_8bit=True)
+            return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=skip)
         return BitsAndBytesConfig(
             load_in_4bit=True,
             bnb_4bit_quant_type="nf4",
             bnb_4bit_use_double_quant=True,
             bnb_4bit_compute_dtype=dtype,
+            llm_int8_skip_modules=skip,
         )
     from transformers import CompressedTensorsConfig
 
     # The checkpoint's own config.json describes the scheme; this only asks for dequantization at load.
     return CompressedTensorsConfig(dequantize=True)
+
+
+def bnb_cpu_refusal(variant: Quantization, out_features: int, in_features: int) -> str | None:
+    """Why some bitsandbytes CPU path cannot run a ``(out_features, in_features)`` weight in ``variant``;
+    None when every one can.
+
+    Read from bitsandbytes 0.50. ``nf4``: on a CPU with AVX512-BF16, ``Linear4bit`` repacks its
+    weight on the first inference call for a fused kernel that works in tiles of 32 output rows
+    and whole 64-value quantization blocks per row (``_convert_weight_packed_for_cpu`` asserts
+    "N must be divisible by block_n" and reshapes the block scales to rows × blocks; the kernel
+    then steps through K one block at a time). Other CPUs dequantize and call
+    ``torch.nn.functional.linear``, which takes any shape. The rule holds on every CPU all the
+    same, so the same layers are quantized whichever CPU loads the model. ``int8``: the int8
+    matmul is ``torch._int_mm`` on AVX-512 CPUs and a float32 matmul elsewhere, any shape either way.
+    """
+    if variant != "nf4":
+        return None
+    if out_features % NF4_CPU_PACK_ROWS:
+        return f"{out_features} output features are not a multiple of {NF4_CPU_PACK_ROWS}"
+    if in_features % NF4_BLOCKSIZE:
+        return f"{in_features} input features are not a multiple of the {NF4_BLOCKSIZE}-value 4-bit block"
+    return None
+
+
+def kept_unquantized(config: dict[str, object], variant: Quantization, device: torch.device | str) -> dict[str, str]:
+    """The decoder projections that load unquantized for this variant on this device, each with the reason.
+
+    Only the CPU is limited (:func:`bnb_cpu_refusal`): bitsandbytes' CUDA path has no such repacking and
+    falls back to dequantize + matmul for shapes its fast kernels skip (read from its source, not run on a
+    GPU here), so nothing is kept there.
+    """
+    from runners.step1.configuration import expected_state_shapes
+
+    if variant not in ("int8", "nf4") or torch.device(device).type != "cpu":
+        return {}
+    kept: dict[str, str] = {}
+    for name, shape in expected_state_shapes(config).items():
+        if name.startswith("model.layers.") and name.endswith("_proj.weight"):
+            out_features, in_features = shape
+            reason = bnb_cpu_refusal(variant, out_features, in_features)
+            if reason is not None:
+                kept[name.removesuffix(".weight")] = reason
+    return kept
+
+
+def _note_kept(variant: Quantization, kept: dict[str, str]) -> None:
+    """One log line for the layers kept unquantized, grouped by projection and reason (not one per layer)."""
+    groups: dict[tuple[str, str], int] = {}
+    for name, reason in kept.items():
+        key = (name.rsplit(".", 1)[-1], reason)
+        groups[key] = groups.get(key, 0) + 1
+    parts = [f"{proj} of {count} layer(s) ({reason})" for (proj, reason), count in sorted(groups.items())]
+    log.warning("%s: %d projection(s) stay unquantized, their shape does not fit bitsandbytes' CPU 4-bit kernel: %s",
+                variant, len(kept), "; ".join(parts))
 
 
 def load_step1(
@@ -136,11 +204,18 @@ def load_step1(
     llm_dir = Path(llm_dir)
     if variant == "awq":
         _check_awq_folder(llm_dir)
-    quant = transformers_config(variant, dtype)
+    kept: dict[str, str] = {}
+    if variant in ("int8", "nf4"):
+        import json
+
+        kept = kept_unquantized(json.loads((llm_dir / "config.json").read_text()), variant, device)
+    quant = transformers_config(variant, dtype, keep=sorted(kept))
     if quant is None:
         model = Step1ForCausalLM.from_pretrained(str(llm_dir), dtype=dtype, local_files_only=True)
         return model.to(device)
     kwargs: dict[str, object] = {"quantization_config": quant}
+    if kept:
+        _note_kept(variant, kept)
     if variant in ("int8", "nf4"):
         _quiet_bitsandbytes()
         # bitsandbytes quantizes while the weights are placed: name the device up front.
@@ -229,7 +304,7 @@ def _mib(tensors: list[torch.Tensor], seen: set[tuple[str, int]]) -> float:
 
 def weight_memory(model: "Step1ForCausalLM") -> WeightMemory:
     """Measure the loaded LLM's weights; the bf16 figures come from its config's shapes."""
-    from runners.tiny.step1 import expected_state_shapes
+    from runners.step1 import expected_state_shapes
 
     seen: set[tuple[str, int]] = set()
     layers = 0.0
@@ -253,19 +328,30 @@ def quantized_layer_types(model: "Step1ForCausalLM") -> set[str]:
     return {type(m).__name__ for m in model.model.layers.modules() if not list(m.children()) and not _is_norm(m)}
 
 
+def plain_projections(model: "Step1ForCausalLM") -> list[str]:
+    """Names of the decoder projections that are plain ``Linear`` layers (all of them for ``none`` and ``awq``)."""
+    return [f"model.layers.{name}" for name, m in model.model.layers.named_modules() if type(m) is torch.nn.Linear]
+
+
 def llm_status(variant: str, model: "Step1ForCausalLM | None", idle_action: str) -> dict[str, object]:
     """The /status keys of the LLM variant: its name, weight memory (None until loaded), what idle does."""
-    notes = {
-        "awq": "AWQ-4bit weights are dequantized to the LLM dtype at load (transformers has no 4-bit kernel "
-               "for this format): smaller download and disk, same run-time memory as 'none'",
-    }
+    notes: list[str] = []
+    if variant == "awq":
+        notes.append("AWQ-4bit weights are dequantized to the LLM dtype at load (transformers has no 4-bit kernel "
+                     "for this format): smaller download and disk, same run-time memory as 'none'")
+    if variant in ("int8", "nf4") and model is not None:
+        kept = plain_projections(model)
+        if kept:
+            notes.append(f"{len(kept)} decoder projection(s) stay unquantized, their shape does not fit "
+                         f"bitsandbytes' CPU kernel (e.g. {kept[0]})")
     effective = idle_action
     if idle_action == "offload" and not offload_supported(variant):
         effective = "unload"
-        notes[variant] = f"an idle {variant} LLM is unloaded instead of offloaded (bitsandbytes weights are not moved between devices)"
+        notes.append(f"an idle {variant} LLM is unloaded instead of offloaded (bitsandbytes weights are not moved "
+                     "between devices)")
     return {
         "llm_quantization": variant,
         "llm_weights": weight_memory(model).as_dict() if model is not None else None,
-        "llm_quantization_note": notes.get(variant),
+        "llm_quantization_note": "; ".join(notes) or None,
         "idle_action_effective": effective,
     }

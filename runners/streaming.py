@@ -33,20 +33,24 @@ the whole call's mel; vocoding in pieces alone ≈ 68 dB; the first piece costs 
 (the whole 10 s call ~0.48 s); the whole stream ~2.3× one whole call, flat per 48-frame chunk.
 
 All state is per instance: any number of decoders may share one Token2Wav (its modules are only
-read); calls on one decoder must not overlap.
+read); calls on one decoder must not overlap. Each chunk is a :class:`~runners.decode_batch.DecodeJob`
+(flow window, then vocoder piece) handed to ``runner``: run alone in the caller's thread by default,
+or by :class:`runners.decoder_worker.DecoderWorker`, which batches the chunks of many streams while
+each decoder keeps its own state (noise, speaker, prompt, source phase and noise, cross-fade).
 """
 
 from __future__ import annotations
 
 import math
-import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
+from runners.decode_batch import DecodeJob, run_alone
 from runners.flow.cfm import NOISE_FRAMES, seeded_noise
+from runners.flow.flow import FlowRow
 from runners.token2wav import Token2Wav, check_speed, scaled_length, time_scale_frames
 from runners.tokens import GROUP_SIZE, to_frame_pairs
 
@@ -124,8 +128,11 @@ class StreamingDecoder:
         crossfade_frames: int = 8,
         vocoder_context: int = 16,
         vocoder_hold: int = 4,
+        runner: Callable[[DecodeJob], None] | None = None,
     ) -> None:
         self.t2w = token2wav
+        # how a chunk's job is run: alone in this thread, or handed to a decoder worker that batches it
+        self._run: Callable[[DecodeJob], None] = runner or (lambda job: run_alone(token2wav, job))
         self.speed = check_speed(speed)
         self.seed = token2wav.default_seed if seed is None else int(seed)
         if lookahead < 0 or crossfade_frames < 0 or vocoder_context < 0 or vocoder_hold < 0:
@@ -219,28 +226,31 @@ class StreamingDecoder:
         return torch.cat([self._noise[:, :, :p], self._noise[:, :, p + up * start_frame : need]], dim=2)
 
     def _decode_chunk(self, end: int, window_end: int, final: bool) -> np.ndarray:
-        """Final mel for token frames [done, end) using tokens up to window_end; then vocode what settled."""
-        t2w = self.t2w
-        up = t2w.flow.up_rate
-        start = self._done_frames
-        flow_s = 0.0
-        if end > start:
-            reach = max(math.ceil(self.crossfade / up), self.context_frames if self.context_frames is not None else start)
-            w0 = max(0, start - reach)
-            pairs = to_frame_pairs(self._ids)[:, w0:window_end]
-            t2w._sync()
-            tic = time.perf_counter()
-            mel = t2w.flow.inference(
-                pairs.to(t2w.device),
-                self._prompt_token.to(t2w.device),
-                self._prompt_feat.to(t2w.device, t2w.dtype),
-                self._spk.to(t2w.device, t2w.dtype),
-                n_timesteps=t2w.n_timesteps,
-                noise=self._flow_noise(w0, window_end),
-            )
-            t2w._sync()
-            flow_s = time.perf_counter() - tic
-            mel = mel.to("cpu")
+        """Final mel for token frames [done, end) using tokens up to window_end; then vocode what settled.
+
+        The work is one :class:`_ChunkJob`, run by ``runner`` (alone, or batched by a decoder worker);
+        the job reads and updates this decoder's state only, in order, while the caller waits.
+        """
+        job = _ChunkJob(self, end, window_end, final)
+        self._run(job)
+        self.timings.append(ChunkTiming(job.index, end - job.start, job.flow_seconds, job.vocoder_seconds, job.piece.size))
+        return job.piece
+
+    def _flow_row(self, start: int, end: int, window_end: int) -> tuple[FlowRow, int]:
+        """The flow window of a chunk whose new frames are [start, end): (row, first token frame w0)."""
+        up = self.t2w.flow.up_rate
+        reach = max(math.ceil(self.crossfade / up), self.context_frames if self.context_frames is not None else start)
+        w0 = max(0, start - reach)
+        pairs = to_frame_pairs(self._ids)[:, w0:window_end]
+        noise = self._flow_noise(w0, window_end)
+        return FlowRow(pairs[0], self._prompt_token[0], self._prompt_feat[0], self._spk.reshape(-1), noise[0]), w0
+
+    def _take_mel(self, job: "_ChunkJob", mel: torch.Tensor | None) -> None:
+        """Merge a chunk's window mel (80, frames) into the stream: cross-fade the open frames, keep the lookahead."""
+        up = self.t2w.flow.up_rate
+        if mel is not None:
+            mel = mel.unsqueeze(0).to("cpu")
+            start, end, w0 = job.start, job.end, job.w0
             offset = up * (start - w0)  # where the new frames begin inside this window's mel
             open_frames = self._mel.size(-1) - self._settled
             if open_frames:
@@ -251,17 +261,12 @@ class StreamingDecoder:
             self._mel = torch.cat([self._mel, mel[:, :, offset : up * (end - w0)]], dim=2)
             self._lookahead_mel = mel[:, :, up * (end - w0) :]
             self._done_frames = end
-        if final:
+        if job.final:
             self._settled = self._mel.size(-1)
             self._lookahead_mel = self._lookahead_mel[:, :, :0]
         else:
             self._settled = max(self._settled, self._mel.size(-1) - self.crossfade)
         self._chunk_index += 1
-        tic = time.perf_counter()
-        piece = self._vocode(final)
-        voc_s = time.perf_counter() - tic
-        self.timings.append(ChunkTiming(self._chunk_index - 1, end - start, flow_s, voc_s, piece.size))
-        return piece
 
     # -- time scaling ------------------------------------------------------------------------------
 
@@ -284,33 +289,40 @@ class StreamingDecoder:
 
     # -- vocoder -----------------------------------------------------------------------------------
 
-    def _vocode(self, final: bool) -> np.ndarray:
+    def _vocoder_plan(self, final: bool) -> "_VocoderPlan | None":
+        """What to vocode now: the settled frames not yet emitted, with left/right context (None: nothing)."""
         settled, prov = self._scaled_views(final)
         n_settled = settled.size(-1)
         stop = n_settled if final else max(self._emitted, n_settled - self.voc_hold)
         if stop <= self._emitted:
-            return np.zeros(0, dtype=np.float32)
+            return None
         known = torch.cat([settled, prov], dim=2)
         w0 = max(0, self._emitted - self.voc_context)
         w1 = known.size(-1)
-        window = known[:, :, w0:w1].to(self.t2w.device)
-        hift = self.t2w.hift
-        with torch.inference_mode():
-            # F0 of a frame is exact once five frames each side are in the predictor's input
-            f0_from = max(0, min(self._source.coarse.size(-1), w0) - _F0_REACH)
-            f0 = hift.f0_predictor(known[:, :, f0_from:w1].to(self.t2w.device)).float().cpu()  # (1, frames)
-            coarse = self._coarse(f0)  # (1, H, frames) from f0_from
-            keep = w1 - f0_from if final else max(0, n_settled - _F0_REACH - f0_from)
-            have = self._source.coarse.size(-1)
-            if f0_from + keep > have:
-                self._source.coarse = torch.cat([self._source.coarse, coarse[:, :, have - f0_from : keep]], dim=2)
-            all_coarse = torch.cat([self._source.coarse, coarse[:, :, self._source.coarse.size(-1) - f0_from :]], dim=2)
-            source = self._excitation(all_coarse, f0, f0_from, w0, w1, total=w1 if final else None)
-            wave = hift.decode(window, source.to(self.t2w.device, window.dtype)).reshape(-1)
-        spf = hift.samples_per_frame
-        piece = wave[(self._emitted - w0) * spf : (stop - w0) * spf]
-        self._emitted = stop
-        self._drop_noise(max(0, stop - self.voc_context - 1) * spf)
+        # F0 of a frame is exact once five frames each side are in the predictor's input
+        f0_from = max(0, min(self._source.coarse.size(-1), w0) - _F0_REACH)
+        return _VocoderPlan(known, n_settled, stop, w0, w1, f0_from, final)
+
+    def _vocoder_row(self, plan: "_VocoderPlan", f0_row: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mel window, excitation) of a plan, given F0 of its frames; extends the source's phase history."""
+        f0 = f0_row.float().cpu().unsqueeze(0)  # (1, frames)
+        f0_from, w0, w1 = plan.f0_from, plan.w0, plan.w1
+        coarse = self._coarse(f0)  # (1, H, frames) from f0_from
+        keep = w1 - f0_from if plan.final else max(0, plan.n_settled - _F0_REACH - f0_from)
+        have = self._source.coarse.size(-1)
+        if f0_from + keep > have:
+            self._source.coarse = torch.cat([self._source.coarse, coarse[:, :, have - f0_from : keep]], dim=2)
+        all_coarse = torch.cat([self._source.coarse, coarse[:, :, self._source.coarse.size(-1) - f0_from :]], dim=2)
+        source = self._excitation(all_coarse, f0, f0_from, w0, w1, total=w1 if plan.final else None)
+        window = plan.known[0, :, w0:w1].to(self.t2w.device)
+        return window, source[0].to(self.t2w.device, window.dtype)
+
+    def _take_wave(self, plan: "_VocoderPlan", wave: torch.Tensor) -> np.ndarray:
+        """Keep the plan's new samples of the vocoded window; drop source noise no later window needs."""
+        spf = self.t2w.hift.samples_per_frame
+        piece = wave.reshape(-1)[(self._emitted - plan.w0) * spf : (plan.stop - plan.w0) * spf]
+        self._emitted = plan.stop
+        self._drop_noise(max(0, plan.stop - self.voc_context - 1) * spf)
         return piece.to(device="cpu", dtype=torch.float32).numpy().copy()
 
     def _coarse(self, f0: torch.Tensor) -> torch.Tensor:
@@ -360,6 +372,58 @@ class StreamingDecoder:
         noise = noise_scale * self._noise_for(w0 * spf, w1 * spf)
         excitation = (sines * voiced + noise).to(m.l_linear.weight.dtype)
         return torch.tanh(m.l_linear(excitation.to(m.l_linear.weight.device))).transpose(1, 2).cpu()
+
+
+@dataclass
+class _VocoderPlan:
+    """One vocoder window of a stream: scaled frames [w0, w1) of ``known``, emitting [emitted, stop)."""
+
+    known: torch.Tensor  # (1, 80, frames) settled + provisional scaled mel
+    n_settled: int
+    stop: int
+    w0: int
+    w1: int
+    f0_from: int
+    final: bool
+
+
+class _ChunkJob(DecodeJob):
+    """One chunk of a stream as a decoder job: its flow window, then its vocoder piece.
+
+    Built in the request's thread (the window and its noise at absolute positions); its other steps
+    run where the batch runs, updating only its own decoder, in order, while the request waits.
+    """
+
+    def __init__(self, decoder: StreamingDecoder, end: int, window_end: int, final: bool) -> None:
+        super().__init__()
+        self.decoder = decoder
+        self.index = decoder._chunk_index
+        self.first = self.index == 0
+        self.start = decoder._done_frames
+        self.end = end
+        self.final = final
+        self.w0 = 0
+        if end > self.start:
+            self.flow, self.w0 = decoder._flow_row(self.start, end, window_end)
+        self.plan: _VocoderPlan | None = None
+        self.piece = np.zeros(0, dtype=np.float32)
+
+    def take_mel(self, mel: torch.Tensor | None) -> None:
+        self.decoder._take_mel(self, mel)
+
+    def f0_mel(self) -> torch.Tensor | None:
+        self.plan = self.decoder._vocoder_plan(self.final)
+        if self.plan is None:
+            return None
+        return self.plan.known[0, :, self.plan.f0_from : self.plan.w1].to(self.decoder.t2w.device)
+
+    def vocoder_row(self, f0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        assert self.plan is not None
+        return self.decoder._vocoder_row(self.plan, f0)
+
+    def take_wave(self, wave: torch.Tensor | None) -> None:
+        if wave is not None and self.plan is not None:
+            self.piece = self.decoder._take_wave(self.plan, wave)
 
 
 _F0_REACH = 5  # HiFT's F0 predictor: five kernel-3 convolutions see five frames each side

@@ -1,7 +1,7 @@
-"""Split a long clone text into sentence-sized pieces, and join their waveforms back in order.
+"""Split a long clone text into sentence-sized pieces.
 
 A clone is generated per piece (the LLM's budget and the quality of long generations both favour
-sentences), then the pieces' audio is joined with short cross-fades.
+sentences), then the pieces' audio is joined with short cross-fades (:mod:`runners.pipeline.crossfade`).
 
 Rules of :func:`split_text`:
 
@@ -27,8 +27,6 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-import numpy as np
-
 from runners.edit_vocab import LANGUAGE_TAGS
 
 DEFAULT_MAX_CHARS = 300
@@ -45,7 +43,7 @@ _ABBREVIATIONS = frozenset(
 _CJK = re.compile(r"[\u2e80-\u2fff\u3040-\u30ff\u3100-\u31ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff00-\uffef\uac00-\ud7af]")
 _WORD_BEFORE_DOT = re.compile(r"([A-Za-z][A-Za-z.]*)$")
 _INITIAL = re.compile(r"(?:^|[\s(\"'.])[A-HJ-Z]$")  # "J. Smith", "J.R.R. Tolkien"; not "I."
-_TAG = re.compile(r"\[[^\[\]\s]{1,40}\]")  # [Laughter], [Surprise-oh], [Cantonese]
+_TAG = re.compile(r"\[[^\[\]\s]{1,40}(?: [^\[\]\s]{1,40})?\]")  # [Laughter], [Cantonese], [clears throat]
 _PARAGRAPH_BREAK = re.compile(r"\n[^\S\n]*\n\s*")
 _LANGUAGE_TAG = re.compile("^(" + "|".join(re.escape(t) for t in LANGUAGE_TAGS) + r")\s*", re.IGNORECASE)
 
@@ -144,13 +142,24 @@ def _fit(sentence: str, limit: int) -> list[str]:
         if len(clause) <= limit:
             out.append(clause)
             continue
-        words = clause.split(" ")
-        for chunk in _pack(words, limit, " "):
+        for chunk in _pack(_words(clause), limit, " "):
             if len(chunk) <= limit:
                 out.append(chunk)
             else:
                 out.extend(_split_chars(chunk, limit))
     return [p for p in (q.strip() for q in out) if p]
+
+
+def _words(clause: str) -> list[str]:
+    """The clause split at its spaces, except the space inside a tag such as [clears throat]."""
+    inside = {i for start, end in _tag_ends(clause).items() for i in range(start, end)}
+    words, start = [], 0
+    for i, ch in enumerate(clause):
+        if ch == " " and i not in inside:
+            words.append(clause[start:i])
+            start = i + 1
+    words.append(clause[start:])
+    return words
 
 
 def _split_keep(sentence: str, marks: str) -> list[str]:
@@ -214,124 +223,3 @@ def _split_chars(run: str, limit: int) -> list[str]:
     if current:
         out.append(current)
     return out
-
-
-def join_with_crossfade(
-    pieces: Sequence[np.ndarray], sample_rate: int, fade_s: float = 0.02, gap_s: float = 0.0
-) -> np.ndarray:
-    """Concatenate mono pieces in order without clicks.
-
-    ``gap_s == 0``: neighbours overlap by ``fade_s`` and are cross-faded (raised-cosine weights that
-    sum to one), so the result is ``sum(len) − (k − 1)·fade`` samples long (the fade is shortened
-    to the shorter neighbour). ``gap_s > 0``: each piece fades out over ``fade_s``, ``gap_s`` of
-    silence follows, the next piece fades in; ``sum(len) + (k − 1)·gap`` samples.
-    """
-    if fade_s < 0 or gap_s < 0:
-        raise ValueError("fade_s and gap_s must be ≥ 0")
-    arrays = [np.asarray(p, dtype=np.float32).reshape(-1) for p in pieces]
-    arrays = [a for a in arrays if a.size]
-    if not arrays:
-        return np.zeros(0, dtype=np.float32)
-    fade = int(round(fade_s * sample_rate))
-    gap = int(round(gap_s * sample_rate))
-    out = arrays[0].copy()
-    for nxt in arrays[1:]:
-        if gap:
-            n = min(fade, out.size, nxt.size)
-            head = nxt.copy()
-            if n:
-                ramp = _fade_in(n)
-                out[-n:] *= ramp[::-1]
-                head[:n] *= ramp
-            out = np.concatenate([out, np.zeros(gap, dtype=np.float32), head])
-            continue
-        n = min(fade, out.size, nxt.size)
-        if n == 0:
-            out = np.concatenate([out, nxt])
-            continue
-        ramp = _fade_in(n)
-        mixed = out[-n:] * (1.0 - ramp) + nxt[:n] * ramp
-        out = np.concatenate([out[:-n], mixed.astype(np.float32), nxt[n:]])
-    return out
-
-
-class CrossfadeJoiner:
-    """:func:`join_with_crossfade` for audio that arrives in pieces (streamed sentences).
-
-    Feed each sentence's pieces with :meth:`add` and close it with :meth:`end_segment`; every call
-    returns the samples that are final now (the last ``fade_s`` of the output wait for the next
-    sentence's head). Everything returned, concatenated with :meth:`finish`, equals
-    ``join_with_crossfade(sentences, …)``.
-    """
-
-    def __init__(self, sample_rate: int, fade_s: float = 0.02, gap_s: float = 0.0) -> None:
-        if fade_s < 0 or gap_s < 0:
-            raise ValueError("fade_s and gap_s must be ≥ 0")
-        self.fade = int(round(fade_s * sample_rate))
-        self.gap = int(round(gap_s * sample_rate))
-        self._held = np.zeros(0, dtype=np.float32)  # the newest output samples, not sent yet
-        self._out_len = 0  # output samples so far, sent or held
-        self._head: list[np.ndarray] = []  # start of a sentence that still has to be joined to the output
-        self._joining = False  # the current sentence follows earlier output and is not joined yet
-        self._segment_len = 0
-
-    def add(self, samples: np.ndarray) -> np.ndarray:
-        """More samples of the current sentence; returns the samples that can be sent now."""
-        x = np.asarray(samples, dtype=np.float32).reshape(-1)
-        if not x.size:
-            return np.zeros(0, dtype=np.float32)
-        self._segment_len += x.size
-        if self._joining:
-            self._head.append(x)
-            if sum(h.size for h in self._head) < self.fade:
-                return np.zeros(0, dtype=np.float32)
-            return self._join()
-        self._out_len += x.size
-        return self._release(np.concatenate([self._held, x]))
-
-    def end_segment(self) -> np.ndarray:
-        """The current sentence is complete; the next :meth:`add` starts a new one."""
-        out = self._join() if self._joining and self._head else np.zeros(0, dtype=np.float32)
-        if self._segment_len:
-            self._joining = self._out_len > 0
-        self._segment_len = 0
-        return out
-
-    def finish(self) -> np.ndarray:
-        """Close the last sentence and return every sample still held."""
-        out = self.end_segment()
-        rest, self._held = self._held, np.zeros(0, dtype=np.float32)
-        return np.concatenate([out, rest])
-
-    def _join(self) -> np.ndarray:
-        head = np.concatenate(self._head)
-        self._head = []
-        self._joining = False
-        held = self._held
-        n = min(self.fade, self._out_len, head.size)
-        if self.gap:
-            held = held.copy()
-            head = head.copy()
-            if n:
-                ramp = _fade_in(n)
-                held[-n:] *= ramp[::-1]
-                head[:n] *= ramp
-            self._out_len += self.gap + head.size
-            return self._release(np.concatenate([held, np.zeros(self.gap, dtype=np.float32), head]))
-        if n == 0:
-            self._out_len += head.size
-            return self._release(np.concatenate([held, head]))
-        ramp = _fade_in(n)
-        mixed = (held[-n:] * (1.0 - ramp) + head[:n] * ramp).astype(np.float32)
-        self._out_len += head.size - n
-        return self._release(np.concatenate([held[:-n], mixed, head[n:]]))
-
-    def _release(self, buffer: np.ndarray) -> np.ndarray:
-        keep = min(self.fade, buffer.size)
-        self._held = buffer[buffer.size - keep :].copy()
-        return buffer[: buffer.size - keep]
-
-
-def _fade_in(n: int) -> np.ndarray:
-    """Raised-cosine ramp 0 → 1 over n samples (centred samples, so neither end is exactly 0 or 1)."""
-    return (0.5 - 0.5 * np.cos(np.pi * (np.arange(n, dtype=np.float64) + 0.5) / n)).astype(np.float32)

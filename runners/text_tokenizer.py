@@ -32,6 +32,12 @@ official files to ``tokenizer.json`` has exactly this Metaspace
 ``prepend_scheme: first`` pre-tokenizer, i.e. ``legacy: false``. The tiny
 tokenizer_config therefore says ``add_bos_token: false, legacy: false``, and
 this class honours whatever the real file says.
+
+Chat template: when the files carry one (``chat_template`` in tokenizer_config.json, or
+``chat_template.jinja``), :attr:`TextTokenizer.chat_template` holds it and
+:meth:`TextTokenizer.apply_chat_template` gives the ids transformers'
+``apply_chat_template(messages, tokenize=True, add_generation_prompt=True)`` gives: the
+rendered text encoded with no BOS/EOS added, whatever ``add_bos_token`` says.
 """
 
 from __future__ import annotations
@@ -44,6 +50,8 @@ from typing import Any
 from sentencepiece import sentencepiece_model_pb2 as sp_pb
 from tokenizers import AddedToken, Tokenizer, decoders, normalizers, pre_tokenizers
 from tokenizers.models import Unigram
+
+from runners.chat_template import ChatMessage, find_chat_template, render_chat
 
 BOT_TOKEN = "<|BOT|>"
 EOT_TOKEN = "<|EOT|>"
@@ -90,6 +98,12 @@ class TextTokenizer:
         # Step1's end of generation is <|EOT|> (config.json eos_token_id 3), not the
         # sentencepiece </s>; generation stops on this id.
         self.eos_id = self.eot_id
+        self.chat_template: str | None = find_chat_template(llm_dir, config)
+        self.special_tokens: dict[str, str] = {
+            name: content
+            for name in ("bos_token", "eos_token", "unk_token", "pad_token")
+            if (content := _token_content(config.get(name))) is not None
+        }
 
     def _build(self, proto: sp_pb.ModelProto, config: dict[str, Any]) -> Tokenizer:
         """Reproduce transformers 4.53's LlamaConverter output for these files."""
@@ -124,14 +138,23 @@ class TextTokenizer:
             tokenizer.add_tokens(declared)
         return tokenizer
 
-    def encode(self, text: str) -> list[int]:
-        """Ids for ``text``; BOS/EOS only where tokenizer_config.json asks for them."""
+    def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
+        """Ids for ``text``; BOS/EOS only where tokenizer_config.json asks for them (and ``add_special_tokens``)."""
         ids = self._tokenizer.encode(text, add_special_tokens=False).ids
+        if not add_special_tokens:
+            return list(ids)
         if self.add_bos:
             ids = [self.bos_id, *ids]
         if self.add_eos:
             ids = [*ids, self._tokenizer.token_to_id("</s>")]
         return list(ids)
+
+    def apply_chat_template(self, messages: Sequence[ChatMessage], add_generation_prompt: bool = True) -> list[int]:
+        """Prompt ids through the checkpoint's own chat template (which writes its own special tokens)."""
+        if self.chat_template is None:
+            raise ValueError("these tokenizer files carry no chat template")
+        text = render_chat(self.chat_template, messages, self.special_tokens, add_generation_prompt)
+        return self.encode(text, add_special_tokens=False)
 
     def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
         return [self.encode(t) for t in texts]

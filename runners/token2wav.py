@@ -14,12 +14,14 @@ Randomness: the flow's noise and HiFT's excitation noise are both drawn from
 generators seeded with the call's seed, so one seed always gives one
 waveform. ``seed=None`` uses the instance's ``default_seed``, which mirrors
 upstream, where one fixed noise buffer serves every call of a loaded model.
+
+A decode is an :class:`UtteranceJob` (:meth:`Token2Wav.job`): :meth:`Token2Wav.synthesize` runs it
+alone, :class:`runners.decoder_worker.DecoderWorker` runs it in a batch with other requests' jobs.
 """
 
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,8 +29,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from runners.decode_batch import DecodeJob, run_alone
+from runners.errors import InvalidInputError
 from runners.decoder_config import CONFIG_FILE, DecoderConfig, load_decoder_config
-from runners.flow import CausalMaskedDiffWithXvec
+from runners.flow import CausalMaskedDiffWithXvec, FlowRow, seeded_noise
 from runners.tokens import to_frame_pairs
 
 FLOW_FILE = "flow.pt"
@@ -68,10 +72,18 @@ def align_prompt_mel(prompt_mel: torch.Tensor, frames: int) -> torch.Tensor:
 
 
 def check_speed(speed: float) -> float:
-    """``speed`` as a float, or a ValueError that names the allowed range."""
-    value = float(speed)
+    """``speed`` as a float in 0.25–4, or an InvalidInputError (a ValueError) naming the range.
+
+    The one speed check: the preparation stage calls it before anything runs, the decoders
+    again as a guard.
+    """
+    try:
+        value = float(speed)
+    except (TypeError, ValueError):
+        value = math.nan
     if not math.isfinite(value) or not MIN_SPEED <= value <= MAX_SPEED:
-        raise ValueError(f"speed must be between {MIN_SPEED} and {MAX_SPEED} (1.0 = unchanged), got {speed!r}")
+        raise InvalidInputError(f"speed must be between {MIN_SPEED} and {MAX_SPEED} (1.0 = unchanged), "
+                                f"got {speed!r}", field="speed")
     return value
 
 
@@ -168,7 +180,19 @@ class Token2Wav:
         prompt_feat = align_prompt_mel(mel_in.float(), prompt_token.size(1) * self.flow.up_rate)
         return prompt_token, prompt_feat, spk
 
-    @torch.inference_mode()
+    def job(
+        self,
+        codec_ids: Sequence[int],
+        prompt_codec_ids: Sequence[int],
+        prompt_mel: torch.Tensor,
+        speaker_embedding: torch.Tensor,
+        seed: int | None = None,
+        noise: torch.Tensor | None = None,
+        speed: float = 1.0,
+    ) -> "UtteranceJob":
+        """A whole-utterance decode as a :class:`~runners.decode_batch.DecodeJob` (checked here, run later)."""
+        return UtteranceJob(self, codec_ids, prompt_codec_ids, prompt_mel, speaker_embedding, seed, noise, speed)
+
     def synthesize(
         self,
         codec_ids: Sequence[int],
@@ -186,42 +210,9 @@ class Token2Wav:
         ``speed`` (0.25–4.0) resamples the mel in time before the vocoder: 2.0 is twice as fast at
         the same pitch; the returned mel is the resampled one (what was vocoded).
         """
-        if len(codec_ids) == 0:
-            raise ValueError("no audio tokens to decode")
-        speed = check_speed(speed)
-        seed = self.default_seed if seed is None else int(seed)
-        prompt_token, prompt_feat, spk = self.prepare_prompt(prompt_codec_ids, prompt_mel, speaker_embedding)
-        token = _frame_pairs(codec_ids)
-
-        self._sync()
-        start = time.perf_counter()
-        mel = self.flow.inference(
-            token.to(self.device),
-            prompt_token.to(self.device),
-            prompt_feat.to(self.device, self.dtype),
-            spk.to(self.device, self.dtype),
-            n_timesteps=self.n_timesteps,
-            seed=seed,
-            noise=noise,
-        )
-        if speed != 1.0:
-            mel = time_scale_mel(mel, speed)
-        self._sync()
-        flow_done = time.perf_counter()
-        gen = torch.Generator(device=self.device)
-        gen.manual_seed(seed)
-        wave = self.hift.inference(mel, generator=gen)
-        if isinstance(wave, tuple):  # an upstream-style (speech, source) return
-            wave = wave[0]
-        self._sync()
-        done = time.perf_counter()
-        return Token2WavOutput(
-            waveform=wave.reshape(-1).to(device="cpu", dtype=torch.float32),
-            mel=mel.to(device="cpu", dtype=torch.float32),
-            flow_seconds=flow_done - start,
-            vocoder_seconds=done - flow_done,
-            sample_rate=self.sample_rate,
-        )
+        job = self.job(codec_ids, prompt_codec_ids, prompt_mel, speaker_embedding, seed, noise, speed)
+        run_alone(self, job)
+        return job.output()
 
     def __call__(
         self,
@@ -234,3 +225,68 @@ class Token2Wav:
     ) -> torch.Tensor:
         """(N,) float32 CPU waveform at :attr:`sample_rate` for ``codec_ids`` in the prompt's voice."""
         return self.synthesize(codec_ids, prompt_codec_ids, prompt_mel, speaker_embedding, seed, speed=speed).waveform
+
+
+class UtteranceJob(DecodeJob):
+    """A whole-utterance decode: the flow over prompt + all tokens, time scaling, then the vocoder.
+
+    Its noise (flow) and its generator (vocoder source) come from its own seed, so it decodes to the
+    same waveform alone or in any batch.
+    """
+
+    def __init__(
+        self,
+        t2w: Token2Wav,
+        codec_ids: Sequence[int],
+        prompt_codec_ids: Sequence[int],
+        prompt_mel: torch.Tensor,
+        speaker_embedding: torch.Tensor,
+        seed: int | None,
+        noise: torch.Tensor | None,
+        speed: float,
+    ) -> None:
+        super().__init__()
+        if len(codec_ids) == 0:
+            raise ValueError("no audio tokens to decode")
+        self.t2w = t2w
+        self.speed = check_speed(speed)
+        self.seed = t2w.default_seed if seed is None else int(seed)
+        prompt_token, prompt_feat, spk = t2w.prepare_prompt(prompt_codec_ids, prompt_mel, speaker_embedding)
+        token = _frame_pairs(codec_ids)
+        frames = (prompt_token.size(1) + token.size(1)) * t2w.flow.up_rate
+        if noise is None:
+            noise = seeded_noise(self.seed, t2w.flow.mel_channels, frames)
+        self.flow = FlowRow(token[0], prompt_token[0], prompt_feat[0], spk.reshape(-1), noise[0])
+        self.mel: torch.Tensor | None = None  # (1, 80, T) after time scaling
+        self.wave: torch.Tensor | None = None
+
+    def take_mel(self, mel: torch.Tensor | None) -> None:
+        assert mel is not None
+        mel = mel.unsqueeze(0)
+        self.mel = time_scale_mel(mel, self.speed) if self.speed != 1.0 else mel
+
+    def f0_mel(self) -> torch.Tensor | None:
+        assert self.mel is not None
+        return self.mel[0] if self.mel.size(-1) else None
+
+    def vocoder_row(self, f0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        assert self.mel is not None
+        gen = torch.Generator(device=self.t2w.device)
+        gen.manual_seed(self.seed)
+        source = self.t2w.hift.m_source(f0.unsqueeze(0), gen)  # (1, 1, samples): draws as the whole call does
+        return self.mel[0], source[0]
+
+    def take_wave(self, wave: torch.Tensor | None) -> None:
+        assert self.mel is not None
+        self.wave = wave if wave is not None else self.mel.new_zeros(0)
+
+    def output(self) -> Token2WavOutput:
+        """The decode's result (after the job ran)."""
+        assert self.mel is not None and self.wave is not None
+        return Token2WavOutput(
+            waveform=self.wave.reshape(-1).to(device="cpu", dtype=torch.float32),
+            mel=self.mel.to(device="cpu", dtype=torch.float32),
+            flow_seconds=self.flow_seconds,
+            vocoder_seconds=self.vocoder_seconds,
+            sample_rate=self.t2w.sample_rate,
+        )

@@ -33,7 +33,7 @@ import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, Field, field_validator
@@ -42,6 +42,8 @@ from runners.audio import TOKENIZER_RATE, Audio, resample, to_mono
 from runners.errors import EngineUnavailableError, InvalidInputError
 
 log = logging.getLogger("editx.asr")
+
+Task = Literal["transcribe", "translate"]
 
 ASR_RATE = TOKENIZER_RATE  # Whisper listens at 16 kHz
 PRODUCTION_ASR_MODEL = "large-v3"
@@ -373,11 +375,14 @@ class Transcriber:
         initial_prompt: str | None = None,
         temperature: float | None = None,
         word_timestamps: bool = False,
+        task: Task = "transcribe",
     ) -> DetailedTranscription:
         """:meth:`transcribe` plus the timed segments (and words when asked for).
 
         ``initial_prompt`` is text Whisper treats as what came before (spellings, names);
         ``temperature`` None keeps faster-whisper's fallback schedule, a number fixes it.
+        ``task="translate"`` gives English text for speech in any language (Whisper's own
+        translate task); an English-only model cannot, and says which setting to change.
         """
         start = time.perf_counter()
         samples = to_mono(audio.samples.detach().cpu())
@@ -400,6 +405,15 @@ class Transcriber:
             lang = None
         with self._lock:
             model = self._load_locked()
+            if task == "translate" and not model.model.is_multilingual:
+                raise InvalidInputError(
+                    f"translation needs a multilingual Whisper model, and the ASR model {self.config.model!r} is "
+                    f"English-only: set {ENV_PREFIX}MODEL to a multilingual one (a size name such as "
+                    f"{PRODUCTION_ASR_MODEL!r}, or a local CTranslate2 folder) and restart",
+                    field="model",
+                )
+            if task != "transcribe":
+                options["task"] = task
             known = list(model.supported_languages)
             if lang is not None and lang not in known:
                 shown = ", ".join(known[:20]) + (", …" if len(known) > 20 else "")

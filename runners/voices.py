@@ -29,19 +29,16 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import numpy as np
 import soundfile as sf
 import torch
 from pydantic import BaseModel, Field
 
-from runners.audio import Audio, limit_peak
+from runners.audio import Audio
 from runners.errors import ConflictError, InvalidInputError, NotFoundError, StorageUnavailableError
-from runners.prompt_cache import PromptFeatures, audio_key
-
-if TYPE_CHECKING:
-    from runners.engine import EditXEngine
+from runners.prompt_cache import PromptFeatures
 
 log = logging.getLogger("editx.voices")
 
@@ -134,22 +131,24 @@ class VoiceRegistry:
         return stored
 
     # ---------------------------------------------------------------- changes
-    def create(self, name: str, audio: Audio, text: str | None, engine: "EditXEngine") -> Voice:
-        """Register ``audio`` under ``name``: checks it, transcribes an empty ``text``, stores its features.
-
-        Raises InvalidInputError (bad name, audio or text), ConflictError (name taken) or
-        StorageUnavailableError (the folder cannot be written).
-        """
+    def check_new(self, name: str) -> str:
+        """The name, if it is allowed and free (InvalidInputError / ConflictError otherwise)."""
         check_name(name)
         if self._exists(name):
             raise ConflictError(self._taken(name), field="name")
-        engine.check_audio(audio, "audio")
-        transcript = engine.resolve_transcript(text, audio, "text")
-        prepared = engine.prepare(audio)
-        settings = engine.cache_settings()
+        return name
+
+    def create(self, name: str, audio: Audio, transcript: str, codec_ids: list[int], mel: torch.Tensor,
+               speaker: torch.Tensor, settings: str) -> Voice:
+        """Store ``audio`` under ``name`` with its transcript and prompt features (computed by the engine).
+
+        Raises InvalidInputError (bad name), ConflictError (name taken) or StorageUnavailableError
+        (the folder cannot be written).
+        """
+        self.check_new(name)
         voice = Voice(id=name, name=name, text=transcript, duration_s=round(audio.duration_s, 3),
                       created_at=int(time.time()))
-        self._write(voice, audio, prepared.codec_ids, prepared.mel, prepared.speaker, settings)
+        self._write(voice, audio, codec_ids, mel, speaker, settings)
         log.info("voice %r registered (%.2f s of audio, %d chars of text)", name, audio.duration_s, len(transcript))
         return voice
 
@@ -170,24 +169,6 @@ class VoiceRegistry:
             self._memo.pop(voice_id, None)
         log.info("voice %r deleted", voice_id)
         return voice
-
-    # ------------------------------------------------------------------- use
-    def prime(self, stored: StoredVoice, engine: "EditXEngine") -> bool:
-        """Put the voice's features into the engine's prompt cache under the key ``engine.prepare`` computes.
-
-        The following clone then runs neither the tokenizer nor the mel nor the speaker model.
-        Returns False (and changes nothing) when the features belong to other model settings or
-        the cache is off; preparation then computes them as for any prompt.
-        """
-        settings = engine.cache_settings()
-        if stored.features is None or stored.settings != settings or not engine.cache.enabled:
-            return False
-        limited = limit_peak(stored.audio.samples)
-        key = audio_key(limited, stored.audio.sample_rate, settings)
-        present = engine.cache.peek(key)
-        if present is None or not present.has_features:
-            engine.cache.put(key, stored.features)
-        return True
 
     # -------------------------------------------------------------- internals
     def _exists(self, name: str) -> bool:

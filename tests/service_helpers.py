@@ -103,3 +103,18 @@ def in_process_service(env: dict[str, str]) -> Iterator[tuple[TestClient, Module
                 config.pop("metrics", None)
             else:
                 config["metrics"] = saved
+
+
+@contextmanager
+def served_instance(env: dict[str, str]) -> Iterator[str]:
+    """One real editx server (``bentoml.serve``) on its own port with ``env`` set; yields its URL once ready."""
+    import bentoml
+
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in env.items():
+            mp.setenv(key, value)  # the server's worker process inherits these
+        from service import EditXService
+
+        with bentoml.serve(EditXService, port=free_port(), host="127.0.0.1") as server:
+            wait_ready(server.url, timeout=300)
+            yield server.url

@@ -61,13 +61,13 @@ def test_every_edit_type_runs(engine: EditXEngine, spec) -> None:
 
 def test_three_edit_iterations_run_three_passes(engine: EditXEngine, monkeypatch: pytest.MonkeyPatch) -> None:
     seen: list[int] = []
-    real_prepare = engine.prepare
+    real_prepare = engine.prep.features
 
     def spy(audio: Audio):
         seen.append(audio.sample_rate)
         return real_prepare(audio)
 
-    monkeypatch.setattr(engine, "prepare", spy)
+    monkeypatch.setattr(engine.prep, "features", spy)
     stages: list[str] = []
     out = engine.edit(voice(), "Hello there.", "style", "whisper", n_edit_iter=3, seed=2,
                       progress=lambda stage, frac: stages.append(stage))
@@ -118,17 +118,18 @@ def test_empty_transcripts_are_auto_transcribed_once(engine: EditXEngine, tmp_pa
 
     spoken = decode_audio(speak("Please call Stella and ask her to bring these things.", tmp_path / "s.wav"))
     calls: list[str] = []
-    real = engine.transcriber.transcribe
+    real = engine.transcriber.transcribe_detailed
 
-    def spy(audio: Audio, language: str | None = None):
-        result = real(audio, language)
+    def spy(audio: Audio, language: str | None = None, **options: object):
+        result = real(audio, language, **options)
         calls.append(result.text)
         return result
 
-    monkeypatch.setattr(engine.transcriber, "transcribe", spy)
+    monkeypatch.setattr(engine.transcriber, "transcribe_detailed", spy)
     out = engine.clone(spoken, "", "Hello there.", seed=0)
     assert_speechlike(out.samples)
-    assert len(calls) == 1 and "stella" in calls[0].lower()
+    # (Whisper tiny.en hears "Stella" or "settler" depending on the CPU's kernels; the rest is stable)
+    assert len(calls) == 1 and "ask her to bring these things" in calls[0].lower()
     engine.edit(spoken, None, "emotion", "happy", seed=0)  # same audio: the transcript comes from the cache
     assert len(calls) == 1
     assert engine.status()["asr"]["loaded"] is True

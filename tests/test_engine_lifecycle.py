@@ -21,7 +21,7 @@ def make(tiny_root: Path, **overrides) -> EditXEngine:
 
 def count_tokenizer_calls(engine: EditXEngine, monkeypatch: pytest.MonkeyPatch) -> list[int]:
     calls: list[int] = []
-    tokenizer = engine._part("audio_tokenizer")
+    tokenizer = engine.parts.audio_tokenizer
     real = tokenizer.tokenize
 
     def spy(audio):
@@ -92,7 +92,7 @@ def test_idle_unload_frees_and_racing_requests_reload(tiny_root: Path) -> None:
         engine.load()
         engine.clone(voice(), "prompt", "Hi.", seed=0)
         assert wait_for(lambda: engine.state == "unloaded")
-        assert engine._parts == {} and engine.ready
+        assert engine._parts is None and engine.ready
         report = engine.status()["last_unload"]
         assert report["action"] == "unload" and "idle" in report["reason"]
         held = "weights_cuda_mb" if engine.device.type == "cuda" else "weights_cpu_mb"
@@ -120,7 +120,7 @@ def test_idle_offload_keeps_weights_in_cpu_memory(tiny_root: Path) -> None:
     try:
         engine.load()
         assert wait_for(lambda: engine.state == "offloaded")
-        assert engine._parts and engine.ready
+        assert engine._parts is not None and engine.ready
         assert engine.status()["memory"]["weights_cpu_mb"] > 1.0  # kept, in CPU memory
         engine.clone(voice(), "prompt", "Hi.", seed=0)
         assert engine.state == "loaded" and engine.load_count == 1  # brought back, not reloaded

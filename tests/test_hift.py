@@ -160,10 +160,12 @@ def test_matches_upstream_hift_on_the_seeded_tiny_checkpoint(vocoder: HiFTGenera
     seed = int(ref["seed"])
     np.testing.assert_allclose(vocoder.f0_predictor(mel).detach().numpy(), ref["f0"], rtol=1e-5, atol=1e-4)
     assert 0.0 < float((ref["f0"] > 10).mean()) < 1.0  # the sample covers voiced and unvoiced frames
+    # The source integrates F0 over 9,600 samples in float32: CPUs whose kernels round differently (AVX2,
+    # AVX-512, AMX) drift apart by up to ~6e-5 there (measured); a wrong phase rule is off by whole units.
     source = vocoder.source(mel, torch.Generator().manual_seed(seed)).detach().numpy()
-    np.testing.assert_allclose(source, ref["source"], rtol=0, atol=1e-5)
+    np.testing.assert_allclose(source, ref["source"], rtol=0, atol=2e-4)
     wave = vocoder.inference(mel, generator=torch.Generator().manual_seed(seed)).numpy()
-    np.testing.assert_allclose(wave, ref["wave"], rtol=0, atol=1e-5)
+    np.testing.assert_allclose(wave, ref["wave"], rtol=0, atol=2e-4)
 
 
 def test_bad_sections_and_inputs_are_rejected(vocoder: HiFTGenerator) -> None:

@@ -1,14 +1,12 @@
-"""How ``instructions`` become edit passes, and how a speech request becomes clone arguments."""
+"""How ``instructions`` become edit passes, and how a speech request becomes an engine job."""
 
 from __future__ import annotations
 
 import pytest
-import torch
 
-from api.openai.protocol import SpeechRequest, parse_instructions
-from runners.audio import Audio
+from api.openai.protocol import SpeechRequest
 from runners.errors import InvalidInputError
-from runners.voices import StoredVoice, Voice
+from runners.jobs import parse_instructions
 
 
 def labels(text: str) -> list[str]:
@@ -42,14 +40,13 @@ def test_too_many_passes() -> None:
         parse_instructions("happy, sad, angry, whisper, faster, slower")
 
 
-def test_request_defaults_aliases_and_clone_args() -> None:
+def test_request_defaults_aliases_and_job() -> None:
     req = SpeechRequest.model_validate({"model": "tts-1-hd", "input": "Hi.", "voice": {"id": "alice"}})
     assert (req.voice, req.response_format, req.speed, req.stream_format) == ("alice", "mp3", 1.0, "audio")
-    stored = StoredVoice(Voice(id="alice", name="alice", text="prompt words", duration_s=1.0, created_at=1),
-                         Audio(torch.zeros(16000), 16000), None, "")
-    args = req.to_clone_args(stored, with_speed=False)
-    assert args["prompt_text"] == "prompt words" and args["target_text"] == "Hi." and "speed" not in args
-    assert req.model_copy(update={"speed": 2.0}).to_clone_args(stored, with_speed=True)["speed"] == 2.0
-    for bad in ({"model": "tts-9"}, {"input": "  "}, {"speed": 0.1}, {"response_format": "ogg"}):
+    job = req.to_job()
+    assert (job.text, job.voice, job.prompt, job.speed, job.edits) == ("Hi.", "alice", None, 1.0, ())
+    fast = req.model_copy(update={"speed": 2.0, "seed": 5, "instructions": "sad, whisper"}).to_job()
+    assert (fast.speed, fast.seed, [e.label() for e in fast.edits]) == (2.0, 5, ["emotion:sad", "style:whisper"])
+    for bad in ({"model": "tts-9"}, {"input": "  "}, {"response_format": "ogg"}):
         with pytest.raises(ValueError):
             SpeechRequest.model_validate({"input": "Hi.", "voice": "alice", **bad})

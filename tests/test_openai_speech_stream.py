@@ -10,7 +10,6 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import fastapi
@@ -24,69 +23,62 @@ from api.errors import BUSY_RETRY_AFTER_S, LOADING_RETRY_AFTER_S
 from api.openai import build_router
 from runners.audio import Audio
 from runners.config import EngineConfig
-from runners.engine import Synthesis
-from runners.errors import InvalidInputError, RequestAbortedError
-from runners.prompt_cache import PromptCache
+from runners.errors import InvalidInputError
+from runners.jobs import CloneJob
+from runners.pipeline.chunks import AudioChunk, JobStream
 from runners.voices import VoiceRegistry
 from tests.service_helpers import free_port, tone
-from tests.test_voices import FakeEngine as RegistryEngine
 
 RATE = 24000
 PIECE = RATE // 5  # 0.2 s per chunk
+TOKENS = 8  # codec ids the fake reports per chunk
 
 
-@dataclass
-class Chunk:
-    samples: np.ndarray
-    sample_rate: int
-    index: int
-    last: bool
+class StreamingEngine:
+    """Runs jobs as the engine does (a JobStream of typed chunks); after the first chunk it waits for ``go``."""
 
-
-class StreamingEngine(RegistryEngine):
-    """Streams five chunks; after the first it waits for ``go`` (what a slow generation looks like)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.cache = PromptCache(None)
+    def __init__(self, voices: VoiceRegistry) -> None:
+        self.voices = voices
         self.config = EngineConfig(model_path="tiny")
         self.ready, self.state, self.error, self.is_tiny = True, "loaded", None, True
         self.go = threading.Event()
         self.closed = threading.Event()
+        self.cancelled: bool | None = None
         self.calls: list[dict] = []
 
-    def clone(self, prompt_audio: Audio, prompt_text: str | None, target_text: str, seed: int | None = None,
-              progress=None, *, speed: float = 1.0, cancel=None) -> Synthesis:  # noqa: ANN001
-        if target_text == "slow":  # a long generation: runs until cancelled
-            self.cancelled = cancel is not None and cancel.wait(30)
-            raise RequestAbortedError("the client went away")
-        self.calls.append({"kind": "clone", "speed": speed})
-        return Synthesis(np.full(int(RATE / speed), 0.1, np.float32), RATE, 40, {"llm": 0.1})
-
-    def clone_stream(self, prompt_audio: Audio, prompt_text: str | None, target_text: str, seed: int | None = None,
-                     progress=None, *, speed: float = 1.0, cancel=None) -> Iterator[Chunk]:  # noqa: ANN001
-        self.calls.append({"kind": "stream", "speed": speed, "text": prompt_text})
-        if target_text == "fail":
+    def run(self, job: CloneJob, *, stream: bool = False, progress=None, cancel=None) -> JobStream:  # noqa: ANN001
+        if job.text == "fail":
             raise InvalidInputError("target_text is over the budget", field="target_text")
+        text = self.voices.load(job.voice).voice.text if job.voice else job.prompt_text
+        self.calls.append({"kind": "stream" if stream else "whole", "speed": job.speed, "text": text})
+        self.calls += [{"kind": "edit", "edit": (e.edit_type, e.edit_info)} for e in job.edits]
+        return JobStream(self._chunks(job, cancel), RATE, 1 + len(job.edits), job.kind)
+
+    def _chunks(self, job: CloneJob, cancel: threading.Event | None) -> Iterator[AudioChunk]:
         try:
+            if job.text == "slow":  # a long generation: runs until cancelled or closed
+                while not (cancel is not None and cancel.is_set()):
+                    time.sleep(0.05)
+                    yield AudioChunk(np.zeros(0, np.float32), RATE, 0)
+                self.cancelled = True
+                return
             for i in range(5):
                 if i == 1 and not self.go.wait(30):
                     raise TimeoutError("the test never let the generation go on")
-                yield Chunk(np.full(PIECE, 0.2, np.float32), RATE, i, i == 4)
+                yield AudioChunk(np.full(int(PIECE / job.speed), 0.2, np.float32), RATE, i, tokens=TOKENS)
+            yield AudioChunk(np.zeros(0, np.float32), RATE, 5, last=True, tokens=2)
         finally:
             self.closed.set()
-
-    def edit(self, audio: Audio, audio_text: str | None, edit_type: str, edit_info: str | None = None,
-             **kwargs: object) -> Synthesis:
-        self.calls.append({"kind": "edit", "edit": (edit_type, edit_info)})
-        return Synthesis(audio.samples.numpy(), audio.sample_rate, 30, {"llm": 0.1})
+            if job.text == "slow":
+                self.cancelled = True
 
 
 class Backend:
     def __init__(self, voices_dir: Path) -> None:
-        self.engine = StreamingEngine()
         self.voices = VoiceRegistry(voices_dir)
-        self.voices.create("v", Audio(torch.from_numpy(tone(1.0)), 16000), "prompt words", self.engine)
+        self.engine = StreamingEngine(self.voices)
+        self.voices.create("v", Audio(torch.from_numpy(tone(1.0)), 16000), "prompt words", [1, 2, 3],
+                           torch.zeros(1, 10, 80), torch.zeros(1, 192), "v1|fake")
 
 
 @pytest.fixture()
@@ -148,15 +140,20 @@ def test_speed_reaches_the_engine_and_edits_use_the_finished_clone(served: tuple
     backend.engine.go.set()
     r = httpx.post(f"{url}/v1/audio/speech", timeout=30,
                    json={"voice": "v", "input": "Hello.", "response_format": "wav", "speed": 2.0})
-    assert r.status_code == 200 and r.headers["x-editx-speed-applied"] == "true"
+    assert r.status_code == 200 and r.headers["x-editx-speed"] == "2"
     assert backend.engine.calls[-1] == {"kind": "stream", "speed": 2.0, "text": "prompt words"}
     r = httpx.post(f"{url}/v1/audio/speech", timeout=30,
-                   json={"voice": "v", "input": "Hello.", "response_format": "wav", "speed": 0.5,
+                   json={"voice": "v", "input": "Hello.", "response_format": "pcm", "speed": 0.5,
                          "instructions": "sad, whisper"})
-    assert r.status_code == 200 and r.headers["x-editx-streamed"] == "false"
-    assert [c["kind"] for c in backend.engine.calls[-3:]] == ["clone", "edit", "edit"]
+    assert r.status_code == 200 and r.headers["x-editx-edit-passes"] == "2"
+    assert [c["kind"] for c in backend.engine.calls[-3:]] == ["stream", "edit", "edit"]
     assert backend.engine.calls[-3]["speed"] == 0.5
-    assert float(r.headers["x-editx-duration-s"]) == pytest.approx(2.0)
+    assert len(r.content) == 2 * 5 * 2 * PIECE  # half speed: twice the samples
+    r = httpx.post(f"{url}/v1/audio/speech", timeout=30,
+                   json={"voice": "v", "input": "Hello.", "response_format": "flac"})
+    assert r.status_code == 200 and r.headers["x-editx-streamed"] == "false"  # flac is sent whole
+    assert backend.engine.calls[-1]["kind"] == "whole"
+    assert float(r.headers["x-editx-duration-s"]) == pytest.approx(1.0)
 
 
 def test_sse_usage_counts_streamed_tokens(served: tuple[str, Backend]) -> None:
@@ -168,7 +165,7 @@ def test_sse_usage_counts_streamed_tokens(served: tuple[str, Backend]) -> None:
                    json={"voice": "v", "input": "Hello.", "response_format": "pcm", "stream_format": "sse"})
     events = [json.loads(line[6:]) for line in r.text.splitlines() if line.startswith("data: ")]
     assert [e["type"] for e in events].count("speech.audio.delta") == 5
-    assert events[-1]["usage"]["output_tokens"] == round(1.0 * 41.6667)  # 1 s of audio tokens
+    assert events[-1]["usage"]["output_tokens"] == 5 * TOKENS + 2  # every codec id the chunks reported
 
 
 def test_unavailable_engine_and_full_queue_are_503_with_retry_after(served: tuple[str, Backend]) -> None:
@@ -183,10 +180,10 @@ def test_unavailable_engine_and_full_queue_are_503_with_retry_after(served: tupl
 
     engine.ready, engine.state = True, "loaded"
 
-    def full(*args: object, **kwargs: object) -> Iterator[Chunk]:
+    def full(*args: object, **kwargs: object) -> JobStream:
         raise QueueFullError("every generation slot is busy and the queue is full; retry shortly")
 
-    engine.clone_stream = full  # type: ignore[method-assign]
+    engine.run = full  # type: ignore[method-assign]
     r = httpx.post(f"{url}/v1/audio/speech", json={"voice": "v", "input": "Hello."}, timeout=30)
     assert r.status_code == 503 and r.headers["retry-after"] == str(BUSY_RETRY_AFTER_S)  # busy, not loading
     assert r.json()["error"]["code"] == "queue_full"

@@ -6,12 +6,15 @@ model over one fixed clone prompt of 290 tokens, then given some room:
 | variant | mean relative logit error | max | top-1 agreement | reference top-1 in top 5 |
 | --- | --- | --- | --- | --- |
 | int8 | 0.022 | 0.039 | 0.93 | 1.00 |
-| nf4  | 0.209 | 0.429 | 0.56 | 0.90 |
+| nf4  | 0.195 | 0.342 | 0.61 | 0.91 |
 | awq  | 0.210 | 0.374 | 0.56 | 0.92 |
 
 (A 2-layer, 64-wide random model is the worst case for 4-bit weights: every
 logit rests on 64 products. A broken quantization gives a relative error near
-1.4 and top-1 agreement near 0.)
+1.4 and top-1 agreement near 0. nf4 keeps the tiny model's 16-row k/v projections
+unquantized on the CPU, see ``bnb_cpu_refusal``; its figures are the same, to the
+third digit, through bitsandbytes' packed AVX512-BF16 kernel and its dequantizing
+fallback, and with torch at AVX2 or AVX-512.)
 """
 
 from __future__ import annotations
@@ -30,7 +33,17 @@ from runners.config import EngineConfig
 from runners.engine import EditXEngine
 from runners.llm import Step1LM
 from runners.model_store import AWQ_DIR, DECODER_DIR, LLM_DIR, TOKENIZER_DIR, ModelLayoutError, ModelPaths
-from runners.quantization import parse_quantization, quantized_layer_types, weight_memory
+from runners.quantization import (
+    NF4_BLOCKSIZE,
+    bnb_cpu_refusal,
+    kept_unquantized,
+    llm_status,
+    parse_quantization,
+    plain_projections,
+    quantized_layer_types,
+    weight_memory,
+)
+from runners.step1 import OFFICIAL_CONFIG, expected_state_shapes
 from runners.tiny import write_tiny_awq_part
 from runners.tiny.awq import WEIGHTS_FILE, dequantized_error
 from tests.service_helpers import decode, in_process_service, service_env, tone, wav_bytes
@@ -114,12 +127,79 @@ def test_logits_agree_with_the_unquantized_model(
 def test_bitsandbytes_layers_hold_fewer_bytes(tiny_root: Path, variant: str, layer_class: str, low: float,
                                               high: float) -> None:
     model = Step1LM.from_pretrained(tiny_root / LLM_DIR, dtype=torch.bfloat16, quantization=variant).model
-    assert quantized_layer_types(model) == {layer_class}
+    kept = sorted(kept_unquantized(model.config.to_dict(), variant, "cpu"))
+    # int8 quantizes every projection; nf4 keeps the tiny model's 16-row k/v projections as they are.
+    assert kept == ([] if variant == "int8" else
+                    [f"model.layers.{i}.self_attn.{p}" for i in range(2) for p in ("k_proj", "v_proj")])
+    assert plain_projections(model) == kept
+    assert quantized_layer_types(model) == ({layer_class} if not kept else {layer_class, "Linear"})
+    note = llm_status(variant, model, "unload")["llm_quantization_note"]
+    assert (note is None) if not kept else ("4 decoder projection(s) stay unquantized" in note)
     assert type(model.lm_head) is torch.nn.Linear and model.lm_head.weight.dtype == torch.bfloat16  # kept
     mem = weight_memory(model)
     assert low <= mem.layers_vs_bf16 <= high, mem
     plain = weight_memory(Step1LM.from_pretrained(tiny_root / LLM_DIR, dtype=torch.bfloat16).model)
     assert plain.layers_vs_bf16 == pytest.approx(1.0) and plain.total_vs_bf16 == pytest.approx(1.0)
+
+
+# ---------------------------------------------------------------- bitsandbytes' CPU shape rule
+def _projections(config: dict[str, object]) -> dict[str, tuple[int, ...]]:
+    return {k: v for k, v in expected_state_shapes(config).items() if k.endswith("_proj.weight")}
+
+
+def test_every_official_projection_fits_every_bitsandbytes_cpu_path() -> None:
+    """The released model (kv width 256, hidden 3072, intermediate 8192) is quantized whole on any CPU."""
+    shapes = _projections(OFFICIAL_CONFIG)
+    assert len(shapes) == 32 * 7
+    assert {s for k, s in shapes.items() if "k_proj" in k} == {(256, 3072)}
+    for variant in ("int8", "nf4"):
+        assert {name: bnb_cpu_refusal(variant, *shape) for name, shape in shapes.items()} == dict.fromkeys(shapes)
+        assert kept_unquantized(OFFICIAL_CONFIG, variant, "cpu") == {}
+
+
+@pytest.mark.parametrize(("rows", "cols"), [(16, 64), (32, 64), (256, 3072), (48, 128), (32, 96), (64, 8192)])
+def test_the_nf4_shape_rule_is_what_bitsandbytes_can_pack_for_the_cpu(rows: int, cols: int) -> None:
+    """Our rule against the installed library's own repacking for its AVX512-BF16 kernel.
+
+    The repacking is plain torch, so it is checked on every CPU (only the kernel after it needs AVX512-BF16).
+    A shape the rule accepts packs; a shape it refuses is one the library refuses too.
+    """
+    import bitsandbytes.functional as bnbf
+
+    weight = torch.randn(rows, cols, dtype=torch.bfloat16)
+    packed, state = bnbf.quantize_4bit(weight, blocksize=NF4_BLOCKSIZE, quant_type="nf4", compress_statistics=True)
+    refusal = bnb_cpu_refusal("nf4", rows, cols)
+    if refusal is None:
+        bnbf._convert_weight_packed_for_cpu(packed, state)
+        assert state.packing_format_for_cpu
+    else:
+        with pytest.raises((AssertionError, RuntimeError)):
+            bnbf._convert_weight_packed_for_cpu(packed, state)
+    assert bnb_cpu_refusal("int8", rows, cols) is None
+
+
+def test_nf4_gives_the_same_logits_through_either_bitsandbytes_cpu_path(tiny_root: Path,
+                                                                        fixed_prompt: torch.Tensor) -> None:
+    """Packed AVX512-BF16 kernel where the CPU has it, dequantize + matmul elsewhere: the same model either way."""
+    import bitsandbytes as bnb
+
+    def logits(fallback: bool) -> torch.Tensor:
+        model = Step1LM.from_pretrained(tiny_root / LLM_DIR, dtype=torch.float32, quantization="nf4").model
+        layers = [m for m in model.modules() if isinstance(m, bnb.nn.Linear4bit)]
+        assert len(layers) == 2 * 5 and {m.weight.blocksize for m in layers} == {NF4_BLOCKSIZE}
+        if fallback:  # what a CPU without AVX512-BF16 runs
+            for layer in layers:
+                assert hasattr(layer, "support_avx512bf16_for_cpu")
+                layer.support_avx512bf16_for_cpu = False
+        with torch.no_grad():
+            return model(fixed_prompt).logits[0]
+
+    native, fallback = logits(False), logits(True)
+    rel = ((native - fallback).norm(dim=-1) / fallback.norm(dim=-1)).max().item()
+    agree = (native.argmax(-1) == fallback.argmax(-1)).float().mean().item()
+    # Measured with AVX512-BF16: 1.2 % at most, 98 % the same argmax (the packed kernel multiplies in bf16);
+    # on other CPUs both calls take the fallback and agree exactly.
+    assert rel < 0.03 and agree >= 0.93, (rel, agree)
 
 
 # ---------------------------------------------------------------- AWQ checkpoint

@@ -199,6 +199,9 @@ BAD_EDIT: list[tuple[str, dict[str, str], int, str, str | None]] = [
     ("value for denoise", {"edit_type": "denoise", "edit_info": "hard"}, 400, "takes no edit_info", "edit_info"),
     ("paralinguistic without target", {"edit_type": "paralinguistic", "edit_info": ""}, 400, "needs target_text",
      "target_text"),
+    ("paralinguistic unknown leading tag",
+     {"edit_type": "paralinguistic", "edit_info": "", "target_text": "[exhail] Well, that was close."}, 400,
+     "unknown language or paralinguistic tag [exhail]", "target_text"),
     ("n_edit_iter 0", {"n_edit_iter": "0"}, 400, "n_edit_iter must be between 1 and 5", "n_edit_iter"),
     ("n_edit_iter 6", {"n_edit_iter": "6"}, 400, "n_edit_iter must be between 1 and 5", "n_edit_iter"),
 ]
@@ -447,3 +450,37 @@ def test_failed_load_is_not_ready_and_says_why(ready: Harness, prompt_wav: bytes
             r = c.post("/clone", files={"prompt_audio": ("x.wav", prompt_wav)},
                        data={"prompt_text": PROMPT_TEXT, "target_text": TARGET_TEXT})
             assert r.status_code == 503 and "failed to load" in r.json()["error"]
+
+
+# ------------------------------------ uploads from browsers (webm) and phones (m4a)
+@pytest.mark.parametrize("kind", ["m4a", "webm"])
+def test_clone_takes_phone_and_browser_recordings(ready: Harness, kind: str) -> None:
+    from tests.media import encode
+
+    r = ready.client.post(
+        "/clone",
+        files={"prompt_audio": (f"voice.{kind}", encode(kind, tone(2.0), 16000), "application/octet-stream")},
+        data={"prompt_text": PROMPT_TEXT, "target_text": TARGET_TEXT, "seed": "7"},
+    )
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"] == "audio/wav"
+    samples, rate = decode(r.content)
+    assert rate == 24000 and samples.size > 0
+    assert float(r.headers["x-editx-duration-s"]) == pytest.approx(samples.size / rate, abs=1e-3)
+
+
+def test_transcribe_takes_a_browser_recording(ready: Harness) -> None:
+    from tests.media import encode
+
+    recording = encode("webm", tone(2.0), 16000)
+    r = ready.client.post("/transcribe", files={"audio": ("recording.webm", recording, "audio/webm")})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert isinstance(body["text"], str) and body["elapsed_s"] >= 0
+    assert body["duration_s"] == pytest.approx(2.0, abs=0.03)  # Opus' own delay is trimmed by the decoder
+    # A recording cut off before its first sound: a 400 that says what is accepted.
+    r = ready.client.post("/transcribe", files={"audio": ("recording.webm", recording[:300], "audio/webm")})
+    assert r.status_code == 400, r.text
+    err = r.json()
+    assert err["field"] == "audio" and "send WAV, FLAC, OGG/Opus, MP3, WebM, M4A/MP4 or AAC" in err["error"], err
+    _assert_still_serving(ready.client)

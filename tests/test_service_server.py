@@ -141,3 +141,36 @@ def test_metrics_health_docs_and_ui_on_one_port(server_url: str) -> None:
     assert status["state"] == "loaded" and status["load_count"] == 1
     ui = httpx.get(f"{server_url}/ui/", timeout=30, follow_redirects=True)
     assert ui.status_code == 200 and "gradio" in ui.text.lower()
+
+
+CLIENT_WITHOUT_PILLOW = """
+import gc, os, sys
+sys.modules["PIL"] = None  # a client machine without Pillow: `import PIL` fails there
+from pathlib import Path
+import bentoml
+url, voice = sys.argv[1], Path(sys.argv[2])
+client = bentoml.SyncHTTPClient(url, timeout=600)
+try:
+    client.clone(prompt_audio=voice, prompt_text="a test prompt", target_text="Hi.")
+except ImportError as exc:
+    print("IMPORT-ERROR", exc.name)
+sys.modules.pop("PIL")
+import PIL  # now available again, as with `pip install bentoml pillow`
+with client:
+    cloned = Path(client.clone(prompt_audio=voice, prompt_text="a test prompt", target_text="Hi."))
+print("FOLDER", cloned.parent.name.startswith("bentoml-client-"), cloned.exists())
+del client
+gc.collect()
+print("AFTER-CLIENT", cloned.exists())
+"""
+
+
+def test_client_needs_pillow_and_its_files_go_with_it(server_url: str, voice: Path) -> None:
+    """What the README says about the client: audio answers need Pillow, and live in the client's temp folder."""
+    out = subprocess.run(["python", "-c", CLIENT_WITHOUT_PILLOW, server_url, str(voice)], capture_output=True,
+                         text=True, timeout=900, env={**os.environ, "PATH": os.path.dirname(os.sys.executable)
+                                                      + os.pathsep + os.environ.get("PATH", "")})
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "IMPORT-ERROR PIL" in out.stdout  # bentoml's file answers import PIL even for audio
+    assert "FOLDER True True" in out.stdout  # still there after the `with` block closes the connection
+    assert "AFTER-CLIENT False" in out.stdout  # removed with the client object

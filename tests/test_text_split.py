@@ -7,7 +7,8 @@ import re
 import numpy as np
 import pytest
 
-from runners.text_split import DEFAULT_MAX_CHARS, CrossfadeJoiner, join_with_crossfade, split_sentences, split_text
+from runners.pipeline.crossfade import CrossfadeJoiner, join_with_crossfade
+from runners.text_split import DEFAULT_MAX_CHARS, split_sentences, split_text
 
 
 def _bare(text: str) -> str:
@@ -201,3 +202,11 @@ def test_streamed_join_equals_the_whole_join(gap_s: float) -> None:
     # the first sentence is sent while it is still arriving (all but the fade is final)
     first = CrossfadeJoiner(SR, fade_s=0.02, gap_s=gap_s)
     assert first.add(sentences[0]).size == 3000 - 480
+
+
+def test_a_tag_with_a_space_is_never_split() -> None:
+    text = "word " * 6 + "[clears throat] and then more words follow here until the end."
+    for max_chars in (20, 25, 30, 40):
+        pieces = split_text(text, max_chars=max_chars)
+        assert all(0 < len(p) <= max_chars for p in pieces)
+        assert any("[clears throat]" in p for p in pieces), pieces

@@ -185,3 +185,21 @@ def test_lazy_thread_safe_load_and_unload(monkeypatch: pytest.MonkeyPatch) -> No
     assert not asr.is_loaded
     asr.transcribe(Audio(torch.zeros(8000), 16000))
     assert len(built) == 2
+
+
+@needs_model
+def test_translate_with_an_english_only_model_names_the_setting(asr: Transcriber) -> None:
+    with pytest.raises(InvalidInputError) as err:
+        asr.transcribe_detailed(Audio(torch.zeros(1600), 16000), task="translate")
+    assert err.value.field == "model" and "EDITX_ASR_MODEL" in str(err.value) and "English-only" in str(err.value)
+
+
+@needs_model
+def test_translate_with_a_multilingual_model(tmp_path: Path, spoken: Path) -> None:
+    from runners.tiny.whisper import write_multilingual_whisper
+
+    folder = write_multilingual_whisper(tmp_path / "ml")
+    asr = Transcriber(TranscriberConfig(model=str(folder), beam_size=1, device="cpu"))
+    assert {"de", "ja", "ko", "zh"} <= set(asr.supported_languages())
+    result = asr.transcribe_detailed(decode_audio(spoken), task="translate", temperature=0.0)
+    assert result.segments and result.text  # random weights: the words are noise, the answer is well formed

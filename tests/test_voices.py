@@ -1,7 +1,7 @@
 """The voice registry on its own: files, names, conflicts, crashes, replicas, an unwritable folder.
 
-A stand-in engine supplies the checks and the prompt features (the served tests in
-tests/test_openai_api.py run the real one); the prompt cache is the real one.
+Stand-in features are stored (the served tests in tests/test_openai_api.py compute real ones
+through the engine); the prompt cache and the preparation stage that reuses them are the real ones.
 """
 
 from __future__ import annotations
@@ -17,42 +17,17 @@ from api.errors import rule_for
 from runners.audio import Audio, limit_peak
 from runners.errors import ConflictError, InvalidInputError, NotFoundError, StorageUnavailableError
 from runners.prompt_cache import PromptCache, audio_key
-from runners.voices import VoiceRegistry
+from runners.config import EngineConfig
+from runners.pipeline.prepare import Preparer
+from runners.voices import Voice, VoiceRegistry
 from tests.service_helpers import tone
 
 
-class FakeEngine:
-    """What the registry asks of the engine, with features that depend on the samples."""
-
-    def __init__(self) -> None:
-        self.cache = PromptCache(None)
-        self.prepared = 0
-        self.transcribed = 0
-
-    def check_audio(self, audio: Audio, name: str = "audio") -> Audio:
-        if audio.duration_s < 0.1:
-            raise InvalidInputError(f"{name} is empty or shorter than 0.1 s", field=name)
-        return audio
-
-    def resolve_transcript(self, text: str | None, audio: Audio, field: str) -> str:
-        if text:
-            return text
-        self.transcribed += 1
-        return "heard by whisper"
-
-    def cache_settings(self) -> str:
-        return "v1|fake"
-
-    def prepare(self, audio: Audio):  # noqa: ANN201 - the engine's PreparedAudio shape
-        self.prepared += 1
-        n = int(audio.samples.numel())
-
-        class Prepared:
-            codec_ids = list(range(n % 97))
-            mel = torch.full((1, 10, 80), float(n))
-            speaker = torch.ones(1, 192)
-
-        return Prepared()
+def store(reg: VoiceRegistry, name: str, audio: Audio, text: str = "x", settings: str = "v1|fake") -> Voice:
+    """Register a voice with features that depend on its samples (the engine computes real ones)."""
+    n = int(audio.samples.numel())
+    return reg.create(name, audio, text, list(range(n % 97)), torch.full((1, 10, 80), float(n)), torch.ones(1, 192),
+                      settings)
 
 
 def clip(seconds: float = 1.0, rate: int = 16000) -> Audio:
@@ -60,12 +35,12 @@ def clip(seconds: float = 1.0, rate: int = 16000) -> Audio:
 
 
 def test_create_list_get_delete(tmp_path: Path) -> None:
-    reg, engine = VoiceRegistry(tmp_path / "voices"), FakeEngine()
-    voice = reg.create("alice_01", clip(1.5), "hello there", engine)
+    reg = VoiceRegistry(tmp_path / "voices")
+    voice = store(reg, "alice_01", clip(1.5), "hello there")
     assert (voice.id, voice.name, voice.text, voice.duration_s) == ("alice_01", "alice_01", "hello there", 1.5)
     assert [v.id for v in reg.all()] == ["alice_01"] and reg.get("alice_01") == voice
-    reg.create("bob", clip(1.0), None, engine)  # empty text: transcribed
-    assert reg.get("bob").text == "heard by whisper" and engine.transcribed == 1
+    store(reg, "bob", clip(1.0), "heard by whisper")
+    assert reg.get("bob").text == "heard by whisper"
     assert [v.id for v in reg.all()] == ["alice_01", "bob"]
     assert reg.delete("alice_01").id == "alice_01"
     assert [v.id for v in reg.all()] == ["bob"]
@@ -78,16 +53,18 @@ def test_create_list_get_delete(tmp_path: Path) -> None:
 @pytest.mark.parametrize("name", ["", "a" * 65, "has space", "../escape", "dot.name", "ümlaut"])
 def test_bad_names_are_refused(tmp_path: Path, name: str) -> None:
     with pytest.raises(InvalidInputError) as bad:
-        VoiceRegistry(tmp_path).create(name, clip(), "x", FakeEngine())
+        store(VoiceRegistry(tmp_path), name, clip())
     assert bad.value.field == "name"
     assert list(tmp_path.iterdir()) == []
 
 
 def test_same_name_twice_is_a_conflict_even_when_racing(tmp_path: Path) -> None:
-    reg, engine = VoiceRegistry(tmp_path), FakeEngine()
-    reg.create("a" * 64, clip(), "x", engine)  # 64 characters is allowed
+    reg = VoiceRegistry(tmp_path)
+    store(reg, "a" * 64, clip())  # 64 characters is allowed
     with pytest.raises(ConflictError):
-        reg.create("a" * 64, clip(), "x", engine)
+        store(reg, "a" * 64, clip())
+    with pytest.raises(ConflictError):
+        reg.check_new("a" * 64)  # what the engine asks before it computes any feature
 
     results: list[str] = []
     barrier = threading.Barrier(4)
@@ -95,7 +72,7 @@ def test_same_name_twice_is_a_conflict_even_when_racing(tmp_path: Path) -> None:
     def racer() -> None:
         barrier.wait()
         try:
-            VoiceRegistry(tmp_path).create("raced", clip(), "x", FakeEngine())  # each its own "replica"
+            store(VoiceRegistry(tmp_path), "raced", clip())  # each its own "replica"
             results.append("created")
         except ConflictError:
             results.append("conflict")
@@ -111,7 +88,7 @@ def test_same_name_twice_is_a_conflict_even_when_racing(tmp_path: Path) -> None:
 
 def test_a_half_written_voice_is_never_listed(tmp_path: Path) -> None:
     reg = VoiceRegistry(tmp_path)
-    reg.create("whole", clip(), "x", FakeEngine())
+    store(reg, "whole", clip())
     partial = tmp_path / ".tmp-crashed"  # what a writer that died mid-way leaves behind
     partial.mkdir()
     (partial / "audio.wav").write_bytes(b"RIFF")
@@ -122,13 +99,13 @@ def test_a_half_written_voice_is_never_listed(tmp_path: Path) -> None:
         reg.get("broken")
     old = 1_000_000_000
     os.utime(partial, (old, old))
-    reg.create("next", clip(), "x", FakeEngine())  # a later write sweeps stale temporary folders
+    store(reg, "next", clip())  # a later write sweeps stale temporary folders
     assert not partial.exists()
 
 
 def test_replicas_sharing_a_folder_see_each_others_voices(tmp_path: Path) -> None:
     one, two = VoiceRegistry(tmp_path), VoiceRegistry(tmp_path)
-    one.create("shared", clip(2.0), "from replica one", FakeEngine())
+    store(one, "shared", clip(2.0), "from replica one")
     stored = two.load("shared")  # never created through `two`
     assert stored.voice.text == "from replica one" and stored.audio.duration_s == pytest.approx(2.0)
     two.delete("shared")
@@ -138,18 +115,25 @@ def test_replicas_sharing_a_folder_see_each_others_voices(tmp_path: Path) -> Non
 
 def test_voice_survives_a_restart_and_primes_the_prompt_cache(tmp_path: Path) -> None:
     audio = clip(1.2)
-    VoiceRegistry(tmp_path).create("keep", audio, "x", FakeEngine())
-    engine = FakeEngine()  # a new process: empty memory cache
-    stored = VoiceRegistry(tmp_path).load("keep")
+    store(VoiceRegistry(tmp_path), "keep", audio)
+    stored = VoiceRegistry(tmp_path).load("keep")  # a new process: empty memory cache
     assert torch.equal(stored.audio.samples, audio.samples)  # bit-identical samples: the same cache key
-    assert VoiceRegistry(tmp_path).prime(stored, engine)
-    key = audio_key(limit_peak(audio.samples), audio.sample_rate, engine.cache_settings())
-    hit = engine.cache.get(key)
-    assert hit is not None and hit.has_features and float(hit.mel[0, 0, 0]) == audio.samples.numel()
 
-    other = FakeEngine()
-    other.cache_settings = lambda: "v1|another-model"  # type: ignore[method-assign]
-    assert not VoiceRegistry(tmp_path).prime(stored, other)  # features of another model are not reused
+    def preparer(settings: str) -> Preparer:
+        return Preparer(EngineConfig(), PromptCache(None), None, VoiceRegistry(tmp_path),  # type: ignore[arg-type]
+                        parts=lambda: None, settings=lambda: settings)  # type: ignore[arg-type,return-value]
+
+    prep = preparer("v1|fake")
+    assert prep.use_stored_features(stored)
+    key = audio_key(limit_peak(audio.samples), audio.sample_rate, "v1|fake")
+    hit = prep.cache.get(key)
+    assert hit is not None and hit.has_features and float(hit.mel[0, 0, 0]) == audio.samples.numel()
+    # the clone's preparation finds them under the key it computes: no model part is asked
+    prepared = prep.features(prep.voice_prompt("keep", None, None)[0])
+    assert prepared.codec_ids == list(range(audio.samples.numel() % 97))
+
+    other = preparer("v1|another-model")
+    assert not other.use_stored_features(stored)  # features of another model are not reused
     assert other.cache.stats().entries == 0
 
 
@@ -159,6 +143,6 @@ def test_an_unwritable_folder_is_a_clear_503(tmp_path: Path) -> None:
     reg = VoiceRegistry(blocker / "voices")  # cannot be created, even by root
     assert reg.all() == []
     with pytest.raises(StorageUnavailableError, match="EDITX_VOICES_DIR") as err:
-        reg.create("alice", clip(), "x", FakeEngine())
+        store(reg, "alice", clip())
     rule = rule_for(err.value)
     assert rule.status == 503 and rule.retry_after_s is None  # an operator must fix the folder: waiting helps not

@@ -24,21 +24,21 @@ import anyio
 import gradio as gr
 from pydantic import BaseModel
 
+from api.audio_out import encode, to_s16
 from api.logs import LogRecordOut
 from api.logs import installed as installed_log_buffer
 from api.status import TINY_NOTE, build_status, require_ready
 from api.uploads import read_upload
-from runners.audio import encode_audio
 from runners.config import EngineConfig
 from runners.edit_vocab import VOCABULARY
-from runners.engine import EditXEngine, Progress, Synthesis
+from runners.engine import EditXEngine, Synthesis
 from runners.errors import USER_ERRORS, EngineUnavailableError, InvalidInputError
+from runners.jobs import CloneJob, EditJob, Progress, parse_instructions
 from runners.voices import VoiceRegistry
+from ui.controls import add_markup_controls
 
 EngineGetter = Callable[[], EditXEngine]
 T = TypeVar("T")
-VoicesGetter = Callable[[], VoiceRegistry]
-STREAM_PIECE_S = 0.5  # a finished clone is played in pieces of this length until the engine streams
 EDIT_TYPES: list[str] = [s.name for s in VOCABULARY.edit_types]
 OUTPUT_DIR = Path(tempfile.gettempdir()) / "editx-ui"
 KEEP_OUTPUTS = 500  # newest UI outputs kept on disk; older ones go so a long-running service never fills it
@@ -46,7 +46,8 @@ KEEP_OUTPUTS = 500  # newest UI outputs kept on disk; older ones go so a long-ru
 HELP = f"""
 **CLONE** speaks *Target text* in the voice of the input audio and starts a new history. *Prompt text* is
 the exact transcript of the input audio; leave it empty to have it transcribed (or press **Transcribe**). **EDIT** changes the newest audio of the history (or the input audio when the
-history is empty) and adds the result to the history, so edits can be stacked.
+history is empty) and adds the result to the history, so edits can be stacked. *Edits after CLONE* applies
+edit values to the clone in one go (as `instructions` does in the API), each pass seeded after the clone.
 Paralinguistic edits need *Target text*: the transcript with tags inserted where the sound goes, e.g.
 `Great[Laughter], the weather is so nice today[Surprise-ah].` Tags: {" ".join(VOCABULARY.paralinguistic_tags)}.
 **Voices** keep an input audio (with its prompt text, or Whisper's) under a name: *CLONE with voice* then
@@ -83,7 +84,7 @@ def write_output(syn: Synthesis, directory: Path = OUTPUT_DIR, keep: int = KEEP_
     """Save a result for the player and the history; keep only the newest ``keep`` files."""
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"editx-{uuid.uuid4().hex[:12]}.wav"
-    path.write_bytes(encode_audio(syn.samples, syn.sample_rate, "wav"))
+    path.write_bytes(encode(syn.samples, syn.sample_rate, "wav"))
     outputs = sorted(directory.glob("editx-*.wav"), key=lambda p: p.stat().st_mtime_ns)
     for old in outputs[: max(0, len(outputs) - keep)]:
         old.unlink(missing_ok=True)
@@ -174,6 +175,7 @@ def recent_logs(limit: int = 200) -> str:
 
 
 # ---------------------------------------------------------------- actions
+# Each action builds one engine job and runs it through engine.run, as the API routes do.
 def transcribe_action(engine: EditXEngine, audio_path: str | None) -> str:
     """The input audio's transcript, for the Prompt text box."""
     if not audio_path:
@@ -185,6 +187,18 @@ def transcribe_action(engine: EditXEngine, audio_path: str | None) -> str:
     return heard.text
 
 
+def clone_job(engine: EditXEngine, voice_id: str | None, audio_path: str | None, prompt_text: str,
+              target_text: str, seed: int | None, instructions: str = "") -> CloneJob:
+    """The clone the UI asks for: in a registered voice when one is chosen, else in the input audio's."""
+    edits = parse_instructions(instructions)
+    if voice_id:
+        return CloneJob(target_text, voice=voice_id, seed=seed, edits=edits)
+    if not audio_path:
+        raise InvalidInputError("upload or record the prompt audio first (or choose a voice)", field="prompt_audio")
+    prompt = read_upload(audio_path, "prompt_audio", engine.config.max_upload_bytes)
+    return CloneJob(target_text, prompt, prompt_text or None, seed=seed, edits=edits)
+
+
 def clone_action(
     engine: EditXEngine,
     audio_path: str | None,
@@ -193,14 +207,16 @@ def clone_action(
     seed: int | None,
     progress: Progress,
     cancel: threading.Event | None = None,
+    instructions: str = "",
+    voice_id: str | None = None,
 ) -> tuple[str, list[HistoryItem], str]:
-    """Clone; returns (output wav path, the NEW history, summary). Setting ``cancel`` aborts it."""
-    if not audio_path:
-        raise InvalidInputError("upload or record the prompt audio first", field="prompt_audio")
-    prompt = read_upload(audio_path, "prompt_audio", engine.config.max_upload_bytes)
-    syn = engine.clone(prompt, prompt_text or None, target_text, seed=seed, progress=progress, cancel=cancel)
+    """Clone (then any edit passes); returns (output wav path, the NEW history, summary). ``cancel`` aborts it."""
+    job = clone_job(engine, voice_id, audio_path, prompt_text, target_text, seed, instructions)
+    syn = engine.run(job, progress=progress, cancel=cancel).collect()
     path = write_output(syn)
-    item = HistoryItem(label=f"CLONE: {target_text.strip()}", path=path, text=target_text.strip())
+    who = f" ({voice_id})" if voice_id else ""
+    edits = f" → {', '.join(e.label() for e in job.edits)}" if job.edits else ""
+    item = HistoryItem(label=f"CLONE{who}: {target_text.strip()}{edits}", path=path, text=target_text.strip())
     return path, [item], _summary(syn)
 
 
@@ -226,17 +242,9 @@ def edit_action(
         raise InvalidInputError("upload or record an audio first (or CLONE one)", field="audio")
     spec = VOCABULARY.spec(edit_type)
     audio = read_upload(source_path, "audio", engine.config.max_upload_bytes)
-    syn = engine.edit(
-        audio,
-        transcript or None,
-        edit_type,
-        edit_info or None,
-        target_text=target_text if spec.needs_target_text else None,
-        n_edit_iter=int(n_edit_iter),
-        seed=seed,
-        progress=progress,
-        cancel=cancel,
-    )
+    job = EditJob(audio, edit_type, edit_info or None, transcript or None,
+                  target_text if spec.needs_target_text else None, int(n_edit_iter), seed)
+    syn = engine.run(job, progress=progress, cancel=cancel).collect()
     path = write_output(syn)
     what = f"EDIT {edit_type}" + (f" → {edit_info}" if edit_info else "")
     if int(n_edit_iter) > 1:
@@ -251,63 +259,30 @@ def voice_choices(voices: VoiceRegistry) -> list[tuple[str, str]]:
     return [(f"{v.name} — {v.text[:40]}" + ("…" if len(v.text) > 40 else ""), v.id) for v in voices.all()]
 
 
-def save_voice_action(engine: EditXEngine, voices: VoiceRegistry, audio_path: str | None, name: str,
-                      prompt_text: str) -> str:
+def save_voice_action(engine: EditXEngine, audio_path: str | None, name: str, prompt_text: str) -> str:
     """Register the input audio (and its prompt text, or Whisper's) as a named voice; returns its id."""
     if not audio_path:
         raise InvalidInputError("upload or record the voice's audio first", field="audio")
     audio = read_upload(audio_path, "audio", engine.config.max_upload_bytes)
-    return voices.create((name or "").strip(), audio, prompt_text or None, engine).id
-
-
-def clone_voice_action(
-    engine: EditXEngine,
-    voices: VoiceRegistry,
-    voice_id: str | None,
-    target_text: str,
-    seed: int | None,
-    progress: Progress,
-    cancel: threading.Event | None = None,
-) -> tuple[str, list[HistoryItem], str]:
-    """Clone with a registered voice (its stored features skip preparation); starts a new history."""
-    if not voice_id:
-        raise InvalidInputError("choose a voice first (or save the input audio as one)", field="voice")
-    stored = voices.load(voice_id)
-    voices.prime(stored, engine)
-    syn = engine.clone(stored.audio, stored.voice.text, target_text, seed=seed, progress=progress, cancel=cancel)
-    path = write_output(syn)
-    item = HistoryItem(label=f"CLONE ({voice_id}): {target_text.strip()}", path=path, text=target_text.strip())
-    return path, [item], _summary(syn)
+    return engine.create_voice((name or "").strip(), audio, prompt_text or None).id
 
 
 def stream_clone_action(
-    engine: EditXEngine, voices: VoiceRegistry | None, voice_id: str | None, audio_path: str | None, prompt_text: str,
-    target_text: str, seed: int | None,
+    engine: EditXEngine, voice_id: str | None, audio_path: str | None, prompt_text: str, target_text: str,
+    seed: int | None, instructions: str = "",
 ) -> Iterator[tuple[int, Any]]:
-    """Clone and yield (sample rate, int16 samples) pieces for streamed playback.
+    """Clone and yield (sample rate, int16 samples) pieces as they are made, for streamed playback.
 
-    With a chosen voice it speaks in that voice, otherwise in the input audio's. The engine's
-    own streaming (``clone_stream``) is used when it has it; otherwise the finished audio is
-    played in pieces.
+    With a chosen voice it speaks in that voice, otherwise in the input audio's.
     """
-    import numpy as np
-
-    if voice_id and voices is not None:
-        stored = voices.load(voice_id)
-        voices.prime(stored, engine)
-        prompt, text = stored.audio, stored.voice.text
-    elif audio_path:
-        prompt, text = read_upload(audio_path, "prompt_audio", engine.config.max_upload_bytes), prompt_text or None
-    else:
-        raise InvalidInputError("choose a voice or upload the prompt audio first", field="voice")
-    if hasattr(engine, "clone_stream"):
-        pieces = ((c.sample_rate, c.samples) for c in engine.clone_stream(prompt, text, target_text, seed=seed))
-    else:
-        syn = engine.clone(prompt, text, target_text, seed=seed)
-        step = int(syn.sample_rate * STREAM_PIECE_S)
-        pieces = ((syn.sample_rate, syn.samples[i:i + step]) for i in range(0, syn.samples.size, step))
-    for rate, samples in pieces:
-        yield rate, (np.clip(np.asarray(samples, dtype=np.float32), -1, 1) * 32767).astype(np.int16)
+    job = clone_job(engine, voice_id, audio_path, prompt_text, target_text, seed, instructions)
+    chunks = engine.run(job, stream=True)
+    try:
+        for chunk in chunks:
+            if chunk.samples.size:
+                yield chunk.sample_rate, to_s16(chunk.samples)
+    finally:
+        chunks.close()
 
 
 async def cancellable(call: Callable[[threading.Event], T]) -> T:
@@ -324,7 +299,7 @@ async def cancellable(call: Callable[[threading.Event], T]) -> T:
 
 
 # --------------------------------------------------------------------- UI
-def build_ui(get_engine: EngineGetter, get_voices: VoicesGetter | None = None) -> gr.Blocks:
+def build_ui(get_engine: EngineGetter) -> gr.Blocks:
     """The Blocks (not launched: the service mounts it); the banner is filled from the engine on page load."""
 
     def gradio_progress(progress: gr.Progress) -> Progress:
@@ -333,11 +308,13 @@ def build_ui(get_engine: EngineGetter, get_voices: VoicesGetter | None = None) -
 
         return report
 
-    async def on_clone(audio_path, prompt_text, target_text, seed, progress=gr.Progress()):  # noqa: ANN001, ANN202
+    async def on_clone(audio_path, prompt_text, target_text, seed, instructions="",  # noqa: ANN001, ANN202
+                       progress=gr.Progress()):
         try:
             engine = _ready_engine(get_engine)
             path, history, summary = await cancellable(lambda cancel: clone_action(
-                engine, audio_path, prompt_text, target_text, _seed(seed), gradio_progress(progress), cancel
+                engine, audio_path, prompt_text, target_text, _seed(seed), gradio_progress(progress), cancel,
+                instructions or "",
             ))
         except USER_ERRORS as exc:
             raise gr.Error(str(exc)) from None
@@ -388,9 +365,10 @@ def build_ui(get_engine: EngineGetter, get_voices: VoicesGetter | None = None) -
         return None, [], [], ""
 
     def registry() -> VoiceRegistry:
-        if get_voices is None:
-            raise EngineUnavailableError("this UI was built without a voice registry")
-        return get_voices()
+        engine = _engine_or_none(get_engine)
+        if engine is None:
+            raise EngineUnavailableError("the service is still starting; try again in a moment")
+        return engine.voices
 
     def on_voices_refresh(selected=None):  # noqa: ANN001, ANN202
         try:
@@ -402,7 +380,7 @@ def build_ui(get_engine: EngineGetter, get_voices: VoicesGetter | None = None) -
 
     def on_save_voice(audio_path, name, prompt_text):  # noqa: ANN001, ANN202
         try:
-            voice_id = save_voice_action(_ready_engine(get_engine), registry(), audio_path, name, prompt_text)
+            voice_id = save_voice_action(_ready_engine(get_engine), audio_path, name, prompt_text)
         except USER_ERRORS as exc:
             raise gr.Error(str(exc)) from None
         gr.Info(f"Voice {voice_id!r} saved")
@@ -418,21 +396,25 @@ def build_ui(get_engine: EngineGetter, get_voices: VoicesGetter | None = None) -
         gr.Info(f"Voice {voice_id!r} deleted")
         return on_voices_refresh()
 
-    async def on_clone_voice(voice_id, target_text, seed, progress=gr.Progress()):  # noqa: ANN001, ANN202
+    async def on_clone_voice(voice_id, target_text, seed, instructions="",  # noqa: ANN001, ANN202
+                             progress=gr.Progress()):
         try:
+            if not voice_id:
+                raise InvalidInputError("choose a voice first (or save the input audio as one)", field="voice")
             engine = _ready_engine(get_engine)
-            path, history, summary = await cancellable(lambda cancel: clone_voice_action(
-                engine, registry(), voice_id, target_text, _seed(seed), gradio_progress(progress), cancel
+            path, history, summary = await cancellable(lambda cancel: clone_action(
+                engine, None, "", target_text, _seed(seed), gradio_progress(progress), cancel, instructions or "",
+                voice_id,
             ))
         except USER_ERRORS as exc:
             raise gr.Error(str(exc)) from None
         return path, history, history_messages(history), summary
 
-    def on_stream(voice_id, audio_path, prompt_text, target_text, seed):  # noqa: ANN001, ANN202
+    def on_stream(voice_id, audio_path, prompt_text, target_text, seed, instructions=""):  # noqa: ANN001, ANN202
         try:
             engine = _ready_engine(get_engine)
-            yield from stream_clone_action(engine, registry() if voice_id else None, voice_id, audio_path,
-                                           prompt_text, target_text, _seed(seed))
+            yield from stream_clone_action(engine, voice_id, audio_path, prompt_text, target_text, _seed(seed),
+                                           instructions or "")
         except USER_ERRORS as exc:
             raise gr.Error(str(exc)) from None
 
@@ -453,11 +435,15 @@ def build_ui(get_engine: EngineGetter, get_voices: VoicesGetter | None = None) -
                 target_text = gr.Textbox(label="Target text (what to say / tagged text for paralinguistic)",
                                          lines=2, max_length=EngineConfig.from_env().max_text_chars,
                                          elem_id="editx-target-text")
+                add_markup_controls(target_text)
                 with gr.Row():
                     edit_type = gr.Dropdown(EDIT_TYPES, value=first.name, label="Edit type", elem_id="editx-edit-type")
                     edit_info = gr.Dropdown(first.values, value=first.values[0], label="Edit value",
                                             elem_id="editx-edit-info")
                 type_hint = gr.Markdown(first.description)
+                instructions = gr.Textbox(label="Edits after CLONE (optional): comma-separated edit values, "
+                                                "e.g. 'happy' or 'whisper, slower'", lines=1,
+                                          elem_id="editx-instructions")
                 with gr.Row():
                     n_iter = gr.Slider(1, 5, value=1, step=1, label="Edit passes (n_edit_iter)")
                     seed = gr.Number(value=-1, precision=0, minimum=-1, label="Seed (-1 = random)")
@@ -480,7 +466,9 @@ def build_ui(get_engine: EngineGetter, get_voices: VoicesGetter | None = None) -
                                         elem_id="editx-voice-name")
                 save_voice_btn = gr.Button("Save input audio as voice", elem_id="editx-save-voice")
             with gr.Row():
-                voice_pick = gr.Dropdown([], value=None, label="Registered voice", allow_custom_value=False,
+                # Custom values are allowed so that API clients (gradio_client) may name any registered voice:
+                # the choices shown are refreshed from the registry, and the handler checks the id there.
+                voice_pick = gr.Dropdown([], value=None, label="Registered voice", allow_custom_value=True,
                                          elem_id="editx-voice")
                 refresh_voices_btn = gr.Button("Refresh", size="sm", elem_id="editx-refresh-voices")
                 delete_voice_btn = gr.Button("Delete voice", size="sm", variant="stop", elem_id="editx-delete-voice")
@@ -499,7 +487,7 @@ def build_ui(get_engine: EngineGetter, get_voices: VoicesGetter | None = None) -
 
         outputs = [audio_out, history_state, chat, summary]
         # No per-event limit on generation: the engine batches concurrent requests and bounds them itself.
-        clone_evt = clone_btn.click(on_clone, [audio_in, prompt_text, target_text, seed], outputs,
+        clone_evt = clone_btn.click(on_clone, [audio_in, prompt_text, target_text, seed, instructions], outputs,
                                     concurrency_limit=None, api_name="clone")
         edit_evt = edit_btn.click(on_edit, [history_state, audio_in, prompt_text, edit_type, edit_info, target_text,
                                             n_iter, seed], outputs, concurrency_limit=None, api_name="edit")
@@ -508,9 +496,10 @@ def build_ui(get_engine: EngineGetter, get_voices: VoicesGetter | None = None) -
                              api_name=False)
         refresh_voices_btn.click(on_voices_refresh, voice_pick, voice_pick, api_name=False)
         delete_voice_btn.click(on_delete_voice, voice_pick, voice_pick, api_name=False)
-        clone_voice_evt = clone_voice_btn.click(on_clone_voice, [voice_pick, target_text, seed], outputs,
+        clone_voice_evt = clone_voice_btn.click(on_clone_voice, [voice_pick, target_text, seed, instructions], outputs,
                                                 concurrency_limit=None, api_name="clone_voice")
-        stream_evt = stream_btn.click(on_stream, [voice_pick, audio_in, prompt_text, target_text, seed], stream_out,
+        stream_evt = stream_btn.click(on_stream, [voice_pick, audio_in, prompt_text, target_text, seed, instructions],
+                                      stream_out,
                                       concurrency_limit=None, api_name=False)
         # Stop aborts what runs: the engine drops the request within one step (a stream closes).
         stop_btn.click(None, None, None, cancels=[clone_evt, edit_evt, clone_voice_evt, stream_evt], api_name=False)
@@ -520,7 +509,6 @@ def build_ui(get_engine: EngineGetter, get_voices: VoicesGetter | None = None) -
         timer.tick(on_tick, None, [banner, status_md, log_box], api_name=False, show_progress="hidden",
                    queue=False)
         demo.load(on_tick, None, [banner, status_md, log_box], api_name=False)
-        if get_voices is not None:
-            demo.load(on_voices_refresh, None, voice_pick, api_name=False)
+        demo.load(on_voices_refresh, None, voice_pick, api_name=False)
     demo.queue(default_concurrency_limit=1)
     return demo

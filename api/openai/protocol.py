@@ -12,16 +12,14 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from runners.audio_encoders import SpeechFormat
-from runners.edit_vocab import VOCABULARY
-from runners.errors import InvalidInputError
-from runners.voices import StoredVoice, Voice
+from api.audio_out import AudioFormat
+from runners.jobs import CloneJob, parse_instructions
+from runners.voices import Voice
 
 SPEECH_MODEL = "step-audio-editx"
 # OpenAI's TTS model names, accepted so that clients configured for OpenAI work unchanged.
 SPEECH_MODEL_ALIASES: tuple[str, ...] = ("tts-1", "tts-1-hd", "gpt-4o-mini-tts")
 TRANSCRIPTION_MODEL = "whisper-1"
-MAX_INSTRUCTIONS = 5
 OWNED_BY = "stepfun"
 CREATED = int(time.time())  # when this process started serving the models
 
@@ -60,74 +58,6 @@ class VoiceDeleted(BaseModel):
 
 
 # ---------------------------------------------------------------- speech
-class EditPass(BaseModel):
-    """One edit applied after the clone, from one entry of ``instructions``."""
-
-    edit_type: str
-    edit_info: str | None = None
-
-    def label(self) -> str:
-        return f"{self.edit_type}:{self.edit_info}" if self.edit_info else self.edit_type
-
-
-def _instruction_table() -> tuple[dict[str, list[EditPass]], list[str]]:
-    """Every bare value → the edit passes it could mean, and the listing shown in errors.
-
-    Values of emotion, style and speed, plus the types that take no value (denoise, vad).
-    Paralinguistic edits need a tagged transcript, which an instruction cannot carry.
-    """
-    table: dict[str, list[EditPass]] = {}
-    for spec in VOCABULARY.edit_types:
-        if spec.values:
-            for value in spec.values:
-                table.setdefault(value.lower(), []).append(EditPass(edit_type=spec.name, edit_info=value))
-        elif not spec.needs_target_text:
-            table.setdefault(spec.name, []).append(EditPass(edit_type=spec.name))
-    shown = []
-    for spec in VOCABULARY.edit_types:
-        if spec.values:
-            shown.append(f"{spec.name}: {', '.join(spec.values)}")
-        elif not spec.needs_target_text:
-            shown.append(spec.name)
-    return table, shown
-
-
-_INSTRUCTIONS, _INSTRUCTIONS_SHOWN = _instruction_table()
-
-
-def parse_instructions(text: str | None) -> list[EditPass]:
-    """``"happy"``, ``"whisper, slower"`` or ``"style:remove"`` → edit passes, in the order given.
-
-    Rule for a value two edit types share (``remove`` is both an emotion and a style): it
-    must be prefixed with its type, ``emotion:remove`` or ``style:remove``; any value may
-    carry the prefix. Anything outside the vocabulary is an error that lists what is allowed.
-    """
-    passes: list[EditPass] = []
-    for raw in (text or "").split(","):
-        item = " ".join(raw.strip().lower().split())
-        if not item:
-            continue
-        kind, sep, value = item.partition(":")
-        if sep:
-            kind, value = kind.strip(), value.strip()
-            found = [p for p in _INSTRUCTIONS.get(value or kind, []) if p.edit_type == kind]
-        else:
-            found = _INSTRUCTIONS.get(item, [])
-        if len(found) > 1:
-            options = " or ".join(p.label() for p in found)
-            raise InvalidInputError(f"instruction {item!r} is ambiguous: write {options}", field="instructions")
-        if not found:
-            raise InvalidInputError(
-                f"unknown instruction {item!r}; use comma-separated edit values (see GET /vocabulary), "
-                f"optionally as type:value — {'; '.join(_INSTRUCTIONS_SHOWN)}",
-                field="instructions",
-            )
-        passes.append(found[0])
-    if len(passes) > MAX_INSTRUCTIONS:
-        raise InvalidInputError(f"at most {MAX_INSTRUCTIONS} instructions (got {len(passes)})", field="instructions")
-    return passes
-
-
 class SpeechRequest(BaseModel):
     """POST /v1/audio/speech, as OpenAI defines it, plus an optional ``seed``."""
 
@@ -136,8 +66,9 @@ class SpeechRequest(BaseModel):
     model: str = Field(SPEECH_MODEL, description=f"{SPEECH_MODEL} (aliases: {', '.join(SPEECH_MODEL_ALIASES)})")
     input: str = Field(description="the text to speak")
     voice: str = Field(description="id of a voice registered with POST /v1/audio/voices")
-    response_format: SpeechFormat = Field("mp3", description="mp3, opus, aac, flac, wav or pcm (s16le mono 24 kHz)")
-    speed: float = Field(1.0, ge=0.25, le=4.0, description="0.25–4.0; time-scales the speech, pitch unchanged")
+    response_format: AudioFormat = Field("mp3", description="mp3, opus, aac, flac, wav or pcm (s16le mono 24 kHz)")
+    speed: float = Field(1.0, description="0.25–4.0; time-scales the speech, pitch unchanged",
+                         json_schema_extra={"minimum": 0.25, "maximum": 4.0})
     instructions: str | None = Field(
         None, description="edit passes after the clone: comma-separated values from GET /vocabulary, e.g. "
                           "'happy' or 'whisper, slower'; 'emotion:remove' / 'style:remove' where a value is shared")
@@ -166,20 +97,10 @@ class SpeechRequest(BaseModel):
             raise ValueError("input is empty")
         return value
 
-    def edit_passes(self) -> list[EditPass]:
-        return parse_instructions(self.instructions)
-
-    def to_clone_args(self, voice: StoredVoice, *, with_speed: bool) -> dict[str, Any]:
-        """Keyword arguments of ``engine.clone`` / ``engine.clone_stream`` for this request."""
-        args: dict[str, Any] = {
-            "prompt_audio": voice.audio,
-            "prompt_text": voice.voice.text,
-            "target_text": self.input,
-            "seed": self.seed,
-        }
-        if with_speed:
-            args["speed"] = self.speed
-        return args
+    def to_job(self) -> CloneJob:
+        """The engine job: a clone in the registered voice, then the instructions' edit passes."""
+        return CloneJob(self.input, voice=self.voice, seed=self.seed, speed=self.speed,
+                        edits=parse_instructions(self.instructions))
 
 
 class SpeechUsage(BaseModel):
@@ -222,3 +143,16 @@ class TranscriptionVerbose(BaseModel):
     text: str
     segments: list[TranscriptionSegment]
     words: list[TranscriptionWord] | None = None
+
+
+# --------------------------------------------------------- translations
+class TranslationJson(BaseModel):
+    text: str = Field(description="the speech's content in English")
+
+
+class TranslationVerbose(BaseModel):
+    task: Literal["translate"] = "translate"
+    language: str = Field("english", description="the language of the text: always english")
+    duration: float
+    text: str
+    segments: list[TranscriptionSegment]

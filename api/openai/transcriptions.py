@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Annotated
 
 from fastapi import APIRouter, File, Form, UploadFile
+from pydantic import BaseModel
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 
 from api.openai.backend import BackendProvider, read_audio
@@ -20,6 +22,9 @@ from api.openai.protocol import (
 from api.status import require_ready
 from runners.errors import InvalidInputError
 from runners.transcriber import DetailedTranscription, Segment
+
+if TYPE_CHECKING:
+    from runners.engine import EditXEngine
 
 _GRANULARITIES = ("segment", "word")
 
@@ -58,6 +63,31 @@ def to_verbose(result: DetailedTranscription, words: bool) -> TranscriptionVerbo
     return out
 
 
+def check_model(engine: "EditXEngine", model: str) -> None:
+    """The Whisper routes answer for ``whisper-1`` (OpenAI's name) or the served model's own name."""
+    if model not in (TRANSCRIPTION_MODEL, "whisper", engine.transcriber.config.model):
+        raise InvalidInputError(f"unknown model {model!r}; use {TRANSCRIPTION_MODEL}", field="model")
+
+
+def answer(result: DetailedTranscription, response_format: str, words: bool = False,
+           verbose: Callable[[TranscriptionVerbose], BaseModel] | None = None,
+           plain: Callable[[str], BaseModel] = TranscriptionJson) -> Response:
+    """A transcript in the asked format: text, subtitles (srt, vtt), timed segments or the text alone.
+
+    ``verbose`` and ``plain`` let the translation route give its own models for the JSON shapes.
+    """
+    if response_format == "text":
+        return PlainTextResponse(result.text + "\n")
+    if response_format == "srt":
+        return PlainTextResponse(to_srt(result.segments), media_type="application/x-subrip")
+    if response_format == "vtt":
+        return PlainTextResponse(to_vtt(result.segments), media_type="text/vtt")
+    if response_format == "verbose_json":
+        timed = to_verbose(result, words)
+        return JSONResponse((verbose(timed) if verbose else timed).model_dump(exclude_none=True))
+    return JSONResponse(plain(text=result.text).model_dump())  # type: ignore[call-arg]
+
+
 def router(backend: BackendProvider) -> APIRouter:
     api = APIRouter(route_class=OpenAIRoute, tags=["OpenAI-compatible"])
 
@@ -78,11 +108,8 @@ def router(backend: BackendProvider) -> APIRouter:
         timestamp_granularities: Annotated[list[str] | None, Form(alias="timestamp_granularities[]")] = None,
     ) -> Response:
         """What is said in ``file``, as text, subtitles or timed segments and words."""
-        svc = backend()
-        engine = svc.engine
-        served = engine.transcriber.config.model
-        if model not in (TRANSCRIPTION_MODEL, "whisper", served):
-            raise InvalidInputError(f"unknown model {model!r}; use {TRANSCRIPTION_MODEL}", field="model")
+        engine = backend().engine
+        check_model(engine, model)
         wanted = set(timestamp_granularities or [])
         if wanted - set(_GRANULARITIES):
             raise InvalidInputError(f"timestamp_granularities takes {', '.join(_GRANULARITIES)} "
@@ -92,18 +119,9 @@ def router(backend: BackendProvider) -> APIRouter:
             raise InvalidInputError("timestamp_granularities needs response_format=verbose_json",
                                     field="timestamp_granularities")
         require_ready(engine)
-        clip = engine.check_audio(read_audio(file, "file", engine.config.max_upload_bytes), "file")
-        result = engine.transcriber.transcribe_detailed(
-            clip, language or None, initial_prompt=prompt or None, temperature=temperature, word_timestamps=words,
-        )
-        if response_format == "text":
-            return PlainTextResponse(result.text + "\n")
-        if response_format == "srt":
-            return PlainTextResponse(to_srt(result.segments), media_type="application/x-subrip")
-        if response_format == "vtt":
-            return PlainTextResponse(to_vtt(result.segments), media_type="text/vtt")
-        if response_format == "verbose_json":
-            return JSONResponse(to_verbose(result, words).model_dump(exclude_none=True))
-        return JSONResponse(TranscriptionJson(text=result.text).model_dump())
+        clip = read_audio(file, "file", engine.config.max_upload_bytes)
+        result = engine.transcribe_detailed(clip, language or None, field_name="file", initial_prompt=prompt or None,
+                                            temperature=temperature, word_timestamps=words)
+        return answer(result, response_format, words)
 
     return api

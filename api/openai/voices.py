@@ -30,7 +30,7 @@ def router(backend: BackendProvider) -> APIRouter:
             raise InvalidInputError("send the voice as audio or as audio_sample, not both", field="audio")
         require_ready(svc.engine)
         clip = read_audio(audio or audio_sample, "audio", svc.engine.config.max_upload_bytes)
-        voice = svc.voices.create(name, clip, text or None, svc.engine)
+        voice = svc.engine.create_voice(name, clip, text or None)
         return VoiceObject(**voice.model_dump())
 
     @api.get("/v1/audio/voices", response_model=VoiceList)

@@ -4,13 +4,14 @@ from runners.flow.cfm import CausalConditionalCFM, cosine_time_grid, seeded_nois
 from runners.flow.dit import DiT
 from runners.flow.embedding import DualCodebookEmbedding
 from runners.flow.encoder import UpsampleConformerEncoderV2
-from runners.flow.flow import CausalMaskedDiffWithXvec, expected_flow_state_shapes
+from runners.flow.flow import CausalMaskedDiffWithXvec, FlowRow, expected_flow_state_shapes
 
 __all__ = [
     "CausalConditionalCFM",
     "CausalMaskedDiffWithXvec",
     "DiT",
     "DualCodebookEmbedding",
+    "FlowRow",
     "UpsampleConformerEncoderV2",
     "cosine_time_grid",
     "expected_flow_state_shapes",

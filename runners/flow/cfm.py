@@ -62,7 +62,11 @@ class CausalConditionalCFM(nn.Module):
         n_timesteps: int = 10,
         temperature: float = 1.0,
     ) -> torch.Tensor:
-        """mu, cond (1, 80, T); spks (1, 80); noise (1, 80, ≥T) → mel (1, 80, T)."""
+        """mu, cond (B, 80, T); mask (B, 1, T) or None; spks (B, 80); noise (B, 80, ≥T) → mel (B, 80, T).
+
+        The guidance batch is [every row conditioned, every row unconditioned]: one estimator call per
+        step whatever B is, which is what makes batching requests pay.
+        """
         frames = mu.size(2)
         if noise.size(-1) < frames:
             raise ValueError(f"noise covers {noise.size(-1)} frames, {frames} needed")
@@ -90,7 +94,7 @@ class CausalConditionalCFM(nn.Module):
         dt = grid[1] - grid[0]
         steps = grid.numel() - 1
         for step in range(1, steps + 1):
-            v = self.estimator(torch.cat([x, x]), mask_in, mu_in, torch.cat([t, t]), spks_in, cond_in)
+            v = self.estimator(torch.cat([x, x]), mask_in, mu_in, t.expand(2 * batch), spks_in, cond_in)
             v_cond, v_uncond = v[:batch], v[batch:]
             x = x + dt * ((1.0 + w) * v_cond - w * v_uncond)
             t = t + dt

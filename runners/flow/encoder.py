@@ -11,7 +11,8 @@ Layout (parameter names follow the official checkpoint):
     after_norm
 
 Only the whole-utterance path is implemented; the streaming caches of the
-upstream code are not needed by the non-streaming decoder.
+upstream code are not needed by the non-streaming decoder. A right-padded batch
+with per-row lengths is supported (the decoder worker batches requests).
 """
 
 from __future__ import annotations
@@ -146,8 +147,14 @@ class PreLookaheadLayer(nn.Module):
         self.conv1 = nn.Conv1d(channels, channels, kernel_size=pre_lookahead_len + 1)
         self.conv2 = nn.Conv1d(channels, channels, kernel_size=3)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x (B, T, C) → (B, T, C)."""
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """x (B, T, C) → (B, T, C); mask (B, 1, T) True for real frames.
+
+        The first conv looks ahead, so in a padded batch a row's last frames would read its batch-mates'
+        padding: padded frames are zeroed first, which is exactly the zero padding the row gets alone.
+        """
+        if mask is not None:
+            x = x * mask.transpose(1, 2).to(x.dtype)
         y = F.pad(x.transpose(1, 2), (0, self.pre_lookahead_len))
         y = F.leaky_relu(self.conv1(y))
         y = self.conv2(F.pad(y, (2, 0)))
@@ -205,11 +212,16 @@ class UpsampleConformerEncoderV2(nn.Module):
         return self.cfg.output_size
 
     def forward(self, xs: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
-        """xs (B, T, input_size) → (B, T·up_stride, output_size)."""
+        """xs (B, T, input_size) → (B, T·up_stride, output_size).
+
+        ``lengths`` (B,): real frames per row of a right-padded batch. Attention never reads a padded
+        key, the look-ahead conv sees zeros past a row's end (as alone), and every other conv is causal,
+        so a row's real frames do not depend on its padding or its batch-mates.
+        """
         b, t, _ = xs.shape
         key_mask = _length_mask(lengths, b, t, xs.device)
         x, pos = self.embed(xs)
-        x = self.pre_lookahead_layer(x)
+        x = self.pre_lookahead_layer(x, key_mask)
         for layer in self.encoders:
             x = layer(x, pos, key_mask)
         x = self.up_layer(x.transpose(1, 2)).transpose(1, 2)

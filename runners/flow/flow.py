@@ -1,6 +1,6 @@
 """CausalMaskedDiffWithXvec: 25 Hz frame pairs + prompt + speaker → 50 Hz mel.
 
-Pipeline of :meth:`inference` (non-streaming, batch of one):
+Pipeline of :meth:`inference` (one request) and :meth:`inference_rows` (a padded batch):
 
 1. prompt pairs are put in front of the generated pairs and embedded
    (:class:`DualCodebookEmbedding`, 2 × 256 → 512);
@@ -17,6 +17,9 @@ parameters in the official file either.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -75,31 +78,90 @@ class CausalMaskedDiffWithXvec(nn.Module):
             raise ValueError(f"token must be (1, T, 2) frame pairs, got {tuple(token.shape)}")
         if prompt_token.dim() != 3 or prompt_token.size(-1) != 2:
             raise ValueError(f"prompt_token must be (1, P, 2) frame pairs, got {tuple(prompt_token.shape)}")
+        if noise is None:
+            noise = seeded_noise(seed, self.mel_channels, (prompt_token.size(1) + token.size(1)) * self.up_rate)
+        row = FlowRow(token[0], prompt_token[0], prompt_feat[0], embedding.reshape(-1), noise[0])
+        return self.inference_rows([row], n_timesteps, temperature)[0].unsqueeze(0)
+
+    @torch.inference_mode()
+    def inference_rows(self, rows: Sequence[FlowRow], n_timesteps: int = 10, temperature: float = 1.0) -> list[torch.Tensor]:
+        """Mel (80, up_rate·T_i) for each row, all rows in one right-padded batch.
+
+        Why a batch: the decoder worker runs many requests' flows as one call (the CFG rows of every
+        request in one estimator call per Euler step). Why it gives each row the numbers it gets alone:
+        rows are padded at the right end only, attention keys past a row's end are masked, the one
+        look-ahead conv sees zeros there (as alone), every other conv is causal, and each row keeps its
+        own noise, speaker and prompt. A batch of one is not padded at all: the single-request path.
+        """
+        if not rows:
+            return []
         ref = self._param()
         device, dtype = ref.device, ref.dtype
-        pairs = torch.cat([prompt_token, token], dim=1).to(device=device, dtype=torch.long).clamp_min(0)
-        prompt_frames = prompt_feat.size(1)
-        total_frames = pairs.size(1) * self.up_rate
-        if prompt_frames > total_frames:
-            raise ValueError(f"prompt mel has {prompt_frames} frames, more than the {total_frames} the tokens cover")
+        up = self.up_rate
+        lengths = [row.prompt_token.size(0) + row.token.size(0) for row in rows]
+        longest = max(lengths)
+        for row, n in zip(rows, lengths):
+            if row.token.dim() != 2 or row.token.size(-1) != 2 or row.prompt_token.dim() != 2:
+                raise ValueError(f"a row's token must be (T, 2) frame pairs, got {tuple(row.token.shape)}")
+            if row.prompt_feat.size(0) > n * up:
+                raise ValueError(f"prompt mel has {row.prompt_feat.size(0)} frames, more than the {n * up} the tokens cover")
+            if row.noise.size(-1) < n * up:
+                raise ValueError(f"noise covers {row.noise.size(-1)} frames, {n * up} needed")
 
-        spk = self.spk_embed_affine_layer(F.normalize(embedding.to(device=device, dtype=dtype), dim=1))
-        h = self.encoder_proj(self.encoder(self.input_embedding(pairs)))  # (1, frames, 80)
+        padded = any(n != longest for n in lengths)
+        batch = len(rows)
+        pairs = torch.zeros((batch, longest, 2), dtype=torch.long, device=device)
+        for i, row in enumerate(rows):
+            pairs[i, : lengths[i]] = torch.cat([row.prompt_token, row.token], dim=0).to(device=device, dtype=torch.long)
+        pairs = pairs.clamp_min(0)
+        embedding = torch.stack([row.embedding.reshape(-1) for row in rows]).to(device=device, dtype=dtype)
+        spk = self.spk_embed_affine_layer(F.normalize(embedding, dim=1))
+        token_lengths = torch.tensor(lengths, device=device) if padded else None
+        h = self.encoder_proj(self.encoder(self.input_embedding(pairs), token_lengths))  # (B, frames, 80)
+        frames = h.size(1)
         cond = torch.zeros_like(h)
-        cond[:, :prompt_frames] = prompt_feat.to(device=device, dtype=dtype)
+        for i, row in enumerate(rows):
+            cond[i, : row.prompt_feat.size(0)] = row.prompt_feat.to(device=device, dtype=dtype)
 
-        if noise is None:
-            noise = seeded_noise(seed, self.mel_channels, h.size(1))
+        mask = None
+        if padded:
+            mask = (torch.arange(frames, device=device).unsqueeze(0) < (token_lengths * up).unsqueeze(1)).unsqueeze(1)
+            h = h * mask.transpose(1, 2).to(dtype)  # padding is zeros, not another row's garbage
+            noise = torch.zeros((batch, self.mel_channels, frames), dtype=torch.float32)
+            for i, row in enumerate(rows):
+                noise[i, :, : lengths[i] * up] = row.noise[:, : lengths[i] * up]
+        else:
+            noise = torch.stack([row.noise[:, :frames] for row in rows])
         mel = self.decoder(
             mu=h.transpose(1, 2).contiguous(),
-            mask=None,
+            mask=mask,
             spks=spk,
             cond=cond.transpose(1, 2).contiguous(),
             noise=noise,
             n_timesteps=n_timesteps,
             temperature=temperature,
         )
-        return mel[:, :, prompt_frames:]
+        return [mel[i, :, row.prompt_feat.size(0) : lengths[i] * up] for i, row in enumerate(rows)]
+
+
+@dataclass(frozen=True)
+class FlowRow:
+    """One request's flow input for :meth:`CausalMaskedDiffWithXvec.inference_rows`.
+
+    token (T, 2) and prompt_token (P, 2) frame pairs; prompt_feat (≤ up_rate·P, 80) prompt mel;
+    embedding (spk_embed_dim,) speaker vector; noise (80, ≥ up_rate·(P+T)) the request's own noise.
+    """
+
+    token: torch.Tensor
+    prompt_token: torch.Tensor
+    prompt_feat: torch.Tensor
+    embedding: torch.Tensor
+    noise: torch.Tensor
+
+    @property
+    def frames(self) -> int:
+        """Token frames the flow runs over (prompt + generated): the row's cost and padded length."""
+        return self.prompt_token.size(0) + self.token.size(0)
 
 
 def expected_flow_state_shapes(cfg: FlowConfig) -> dict[str, tuple[int, ...]]:

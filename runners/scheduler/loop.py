@@ -1,6 +1,7 @@
 """The engine loop: one thread owns the LLM and runs schedule → execute → update_from_output.
 
-Request threads only ever call :meth:`EngineLoop.submit` and :meth:`EngineLoop.abort`;
+Request threads only ever call :meth:`EngineLoop.submit` / :meth:`EngineLoop.submit_job` and
+:meth:`EngineLoop.abort` / :meth:`EngineLoop.abort_job`;
 everything that touches the model's weights, cache and generators happens on the
 loop's own thread, so no lock is held around a forward pass and requests join and
 leave between any two steps.
@@ -16,14 +17,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 import torch
 
 from runners.kv_cache import PrefixStore
-from runners.scheduler.request import GenerationRequest
+from runners.scheduler.request import GenerationRequest, Job
 from runners.scheduler.scheduler import Scheduler, SchedulerOutput
 
 log = logging.getLogger("editx.scheduler")
@@ -143,8 +144,25 @@ class EngineLoop:
         self._wake.set()
         return request
 
+    def submit_job(self, requests: Sequence[GenerationRequest], job_id: str | None = None) -> Job:
+        """Queue the pieces of one user request as one job (one queue place; all or nothing).
+
+        Read the pieces in order with ``job.tokens()`` (or each ``job.requests[k].tokens()``),
+        the progress with ``job.pieces_done`` / ``job.progress``; stop it with :meth:`abort_job`.
+        """
+        if self._stop.is_set():
+            raise RuntimeError("the engine loop is stopped")
+        job = self.scheduler.add_job(requests, job_id)
+        self._wake.set()
+        return job
+
     def abort(self, request_id: str) -> None:
         self.scheduler.abort_request(request_id)
+        self._wake.set()
+
+    def abort_job(self, job_id: str) -> None:
+        """Abort every piece of a job: running ones leave within one step, queued ones never start."""
+        self.scheduler.abort_job(job_id)
         self._wake.set()
 
     def stop(self, timeout: float = 30.0) -> None:

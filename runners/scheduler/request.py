@@ -1,4 +1,4 @@
-"""One generation request as the scheduler tracks it, and the channel its tokens leave by."""
+"""One generation request as the scheduler tracks it, the channel its tokens leave by, and jobs of them."""
 
 from __future__ import annotations
 
@@ -6,8 +6,9 @@ import hashlib
 import queue
 import threading
 import time
+import uuid
 from array import array
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -48,6 +49,8 @@ class GenerationRequest:
     error: str | None = None
     first_token_at: float | None = None
     finished_at: float | None = None
+    job: "Job | None" = field(default=None, repr=False)  # the job it is a piece of; None for a single request
+    queued_turn: int = 0  # the scheduler's counter when it was queued: who waited longest goes first
     _prefix_key: bytes | None = field(default=None, repr=False)
     _events: "queue.SimpleQueue[list[int] | None]" = field(default_factory=queue.SimpleQueue, repr=False)
     _done: threading.Event = field(default_factory=threading.Event, repr=False)
@@ -88,6 +91,8 @@ class GenerationRequest:
         self.finished_at = time.monotonic()
         self._events.put(None)
         self._done.set()
+        if self.job is not None:
+            self.job._piece_finished(reason)
 
     def tokens(self, poll_s: float = 0.1, cancelled: threading.Event | None = None) -> Iterator[list[int]]:
         """Yield the ids as they arrive until the request ends; raises when it was aborted or failed.
@@ -112,3 +117,100 @@ class GenerationRequest:
 
     def wait(self, timeout: float | None = None) -> bool:
         return self._done.wait(timeout)
+
+
+class Job:
+    """The pieces of one user request (a long text's sentences, a dialogue's turns, a long recording's pieces).
+
+    Why a job and not N requests: the pieces are one answer, so they are admitted or
+    refused together and take one place of the waiting queue however many there are
+    (a 10,000-character text is ~200 sentences, more than the whole queue holds), and
+    they start in order so the first audio is ready first. Each piece is still a
+    :class:`GenerationRequest` with its own ids and :meth:`GenerationRequest.tokens`.
+
+    The scheduler (under its lock) owns the fields that start with ``_`` except the
+    progress ones; :attr:`pieces_done`, :attr:`progress`, :attr:`finished` and
+    :meth:`wait` are safe from any thread (a progress bar polls them).
+    """
+
+    def __init__(self, requests: Sequence[GenerationRequest], job_id: str | None = None) -> None:
+        pieces = list(requests)
+        if not pieces:
+            raise ValueError("a job needs at least one request")
+        if len({r.request_id for r in pieces}) != len(pieces):
+            raise ValueError("the requests of a job need distinct request ids")
+        if any(r.job is not None or r.status is not RequestStatus.WAITING or r.slot is not None for r in pieces):
+            raise ValueError("a request can be queued once only: in one job, or on its own")
+        self.job_id = job_id or uuid.uuid4().hex
+        self.requests = pieces
+        self.arrival = time.monotonic()
+        self.abort_requested = False  # set by whoever asked the loop to abort it (once)
+        self._next = 0     # index of the next piece that has not had a slot
+        self._started = 0  # pieces that got a slot so far
+        self._holding = 0  # pieces holding a slot now
+        self._turn = 0     # the scheduler's counter when the job last got a slot (or was queued)
+        self._lock = threading.Lock()
+        self._done = 0   # pieces that made all their ids
+        self._ended = 0  # pieces that ended for any reason (done, aborted, failed)
+        self._all_done = threading.Event()
+        for piece in pieces:
+            piece.job = self
+
+    def __len__(self) -> int:
+        return len(self.requests)
+
+    def __repr__(self) -> str:
+        return f"Job({self.job_id!r}, {self.pieces_done}/{self.pieces_total} done)"
+
+    @property
+    def pieces_total(self) -> int:
+        return len(self.requests)
+
+    @property
+    def pieces_done(self) -> int:
+        """Pieces that made all their ids (an aborted or failed piece is not done: the bar stops where it was)."""
+        return self._done
+
+    @property
+    def progress(self) -> float:
+        """Share of pieces done, 0 to 1, for a progress bar."""
+        return self._done / len(self.requests)
+
+    @property
+    def started(self) -> bool:
+        """Whether a piece has had a slot (a job that has not is still waiting in the queue)."""
+        return self._started > 0
+
+    @property
+    def finished(self) -> bool:
+        """Every piece has ended (done, aborted or failed): the job holds no slot and no queue place."""
+        return self._all_done.is_set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until every piece has ended (see :attr:`finished`); False on timeout."""
+        return self._all_done.wait(timeout)
+
+    def tokens(self, poll_s: float = 0.1,
+               cancelled: threading.Event | None = None) -> Iterator[tuple[int, list[int]]]:
+        """(piece index, ids) of every piece in order: all of piece k's ids come before piece k+1's.
+
+        Raises like :meth:`GenerationRequest.tokens` at the first piece that was aborted or failed.
+        """
+        for k, piece in enumerate(self.requests):
+            for ids in piece.tokens(poll_s, cancelled):
+                yield k, ids
+
+    # ------------------------------------------------------- scheduler-owned
+    def _pending_piece(self) -> GenerationRequest | None:
+        """The next piece to give a slot (pieces aborted on their own before starting are skipped)."""
+        while self._next < len(self.requests) and self.requests[self._next].finished:
+            self._next += 1
+        return self.requests[self._next] if self._next < len(self.requests) else None
+
+    def _piece_finished(self, reason: FinishReason) -> None:
+        with self._lock:
+            if reason in (FinishReason.EOS, FinishReason.LENGTH):
+                self._done += 1
+            self._ended += 1
+            if self._ended == len(self.requests):
+                self._all_done.set()

@@ -1,6 +1,6 @@
 """Native Step1 (the Step-Audio-EditX LLM); importing registers it with transformers' Auto classes."""
 
-from runners.step1.configuration import OFFICIAL_CONFIG, Step1Config
+from runners.step1.configuration import OFFICIAL_CONFIG, Step1Config, expected_state_shapes
 from runners.step1.modeling import (
     Step1ForCausalLM,
     Step1Model,
@@ -15,6 +15,7 @@ __all__ = [
     "Step1ForCausalLM",
     "Step1Model",
     "alibi_slopes",
+    "expected_state_shapes",
     "register_step1",
     "sqrt_alibi_bias",
 ]

@@ -28,6 +28,36 @@ OFFICIAL_CONFIG: dict[str, Any] = {
 }
 
 
+def expected_state_shapes(config: dict[str, Any]) -> dict[str, tuple[int, ...]]:
+    """Every checkpoint tensor name and shape a Step1 config implies (official names).
+
+    The serving code measures weight memory and picks the layers a quantization kernel can take
+    from these shapes, and the tiny checkpoint is written from them, so the rule lives with the config.
+    """
+    hidden = int(config["hidden_size"])
+    inter = int(config["intermediate_size"])
+    head_dim = hidden // int(config["num_attention_heads"])
+    kv = int(config["num_attention_groups"]) * head_dim
+    vocab = int(config["vocab_size"])
+    shapes: dict[str, tuple[int, ...]] = {
+        "model.embed_tokens.weight": (vocab, hidden),
+        "model.norm.weight": (hidden,),
+        "lm_head.weight": (vocab, hidden),
+    }
+    for i in range(int(config["num_hidden_layers"])):
+        p = f"model.layers.{i}."
+        shapes[p + "input_layernorm.weight"] = (hidden,)
+        shapes[p + "post_attention_layernorm.weight"] = (hidden,)
+        shapes[p + "self_attn.q_proj.weight"] = (hidden, hidden)
+        shapes[p + "self_attn.k_proj.weight"] = (kv, hidden)
+        shapes[p + "self_attn.v_proj.weight"] = (kv, hidden)
+        shapes[p + "self_attn.o_proj.weight"] = (hidden, hidden)
+        shapes[p + "mlp.gate_proj.weight"] = (inter, hidden)
+        shapes[p + "mlp.up_proj.weight"] = (inter, hidden)
+        shapes[p + "mlp.down_proj.weight"] = (hidden, inter)
+    return shapes
+
+
 class Step1Config(PreTrainedConfig):
     """Hyper-parameters of Step1: GQA over ``num_attention_groups`` KV heads, sqrt-ALiBi, no RoPE."""
 

@@ -19,13 +19,14 @@ TINY_MARKER = "TINY_RANDOM_WEIGHTS"
 
 
 def build_tiny_model_root(root: Path | str, seed: int = 0, parts: Collection[str] = ALL_PARTS,
-                          official_size: bool = False) -> Path:
+                          official_size: bool = False, chat_template: bool = False) -> Path:
     """Write the parts of a random-weight model root under ``root``; returns the root.
 
     The same seed always gives byte-identical weights, so numbers recorded on a
     tiny checkpoint (parity data) stay valid. ``official_size`` writes the LLM, the
     flow and the vocoder at the release's dimensions (the audio tokenizer and the
     speaker model stay tiny: they run once per prompt audio, whose features are cached).
+    ``chat_template`` gives the text tokenizer a chat template in the 2026 release's layout.
     """
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
@@ -39,7 +40,7 @@ def build_tiny_model_root(root: Path | str, seed: int = 0, parts: Collection[str
     if "step1" in parts:
         from runners.tiny.step1 import write_step1_part
 
-        write_step1_part(root / LLM_DIR, seed=seed, official_size=official_size)
+        write_step1_part(root / LLM_DIR, seed=seed, official_size=official_size, chat_template=chat_template)
     if "decoder" in parts:
         from runners.tiny.decoder import write_decoder_part
 

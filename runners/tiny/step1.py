@@ -11,7 +11,9 @@ Writes, for one seed and byte for byte the same every time:
   "\\n" is 78), the learned pieces after them, filler up to 65535,
   ``<audio_0..5119>`` at 65536..70655 and reserved pieces up to 74751;
 - ``tokenizer_config.json`` naming LlamaTokenizer, with every id from 0..67
-  and 65536..74751 declared as an added token (9 284 of them, as upstream has).
+  and 65536..74751 declared as an added token (9 284 of them, as upstream has);
+  with ``chat_template=True`` it also carries a chat template in the 2026 release's
+  layout (:data:`RELEASE_2026_CHAT_TEMPLATE`).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import torch
 from safetensors.torch import save_file
 from sentencepiece import sentencepiece_model_pb2 as sp_pb
 
-from runners.step1.configuration import OFFICIAL_CONFIG
+from runners.step1.configuration import OFFICIAL_CONFIG, expected_state_shapes
 from runners.tokens import CODEC_VOCAB, LLM_AUDIO_OFFSET
 
 TINY_DIMS: dict[str, int] = {
@@ -43,6 +45,20 @@ TEXT_VOCAB_END = LLM_AUDIO_OFFSET  # ids below this are text pieces
 _LEARNED_VOCAB = 700
 
 _Piece = sp_pb.ModelProto.SentencePiece
+
+# A chat template giving the prompt text the 2026 release's checkpoint template gives, as far as
+# public sources show: ``<s>`` before a leading system turn; every turn ``<|BOT|>``, a space, the
+# role (``user`` is called ``human``), a newline, the text, ``<|EOT|>`` (left open only for a final
+# assistant turn); the generation prompt ``<|BOT|> assistant`` and a newline.
+RELEASE_2026_CHAT_TEMPLATE = (
+    "{%- if messages and messages[0].role == 'system' -%}{{ bos_token }}{%- endif -%}"
+    "{%- for turn in messages -%}"
+    "{%- set speaker = 'human' if turn.role == 'user' else turn.role -%}"
+    "{{ '<|BOT|> ' ~ speaker ~ '\\n' ~ turn.content }}"
+    "{%- if not (loop.last and turn.role == 'assistant') -%}{{ '<|EOT|>' }}{%- endif -%}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{ '<|BOT|> assistant\\n' }}{%- endif -%}"
+)
 
 # Text the tiny tokenizer learns its pieces from: the words of the prompt
 # templates plus everyday English, so encoding real prompts is exercised.
@@ -98,32 +114,6 @@ def tiny_config_dict(official_size: bool = False) -> dict[str, Any]:
         "tie_word_embeddings": False,
         "torch_dtype": "bfloat16",
     }
-
-
-def expected_state_shapes(config: dict[str, Any]) -> dict[str, tuple[int, ...]]:
-    """Every checkpoint tensor name and shape implied by a Step1 config (official names)."""
-    hidden = int(config["hidden_size"])
-    inter = int(config["intermediate_size"])
-    head_dim = hidden // int(config["num_attention_heads"])
-    kv = int(config["num_attention_groups"]) * head_dim
-    vocab = int(config["vocab_size"])
-    shapes: dict[str, tuple[int, ...]] = {
-        "model.embed_tokens.weight": (vocab, hidden),
-        "model.norm.weight": (hidden,),
-        "lm_head.weight": (vocab, hidden),
-    }
-    for i in range(int(config["num_hidden_layers"])):
-        p = f"model.layers.{i}."
-        shapes[p + "input_layernorm.weight"] = (hidden,)
-        shapes[p + "post_attention_layernorm.weight"] = (hidden,)
-        shapes[p + "self_attn.q_proj.weight"] = (hidden, hidden)
-        shapes[p + "self_attn.k_proj.weight"] = (kv, hidden)
-        shapes[p + "self_attn.v_proj.weight"] = (kv, hidden)
-        shapes[p + "self_attn.o_proj.weight"] = (hidden, hidden)
-        shapes[p + "mlp.gate_proj.weight"] = (inter, hidden)
-        shapes[p + "mlp.up_proj.weight"] = (inter, hidden)
-        shapes[p + "mlp.down_proj.weight"] = (hidden, inter)
-    return shapes
 
 
 def _random_weights(config: dict[str, Any], seed: int) -> dict[str, torch.Tensor]:
@@ -204,12 +194,14 @@ def build_tokenizer_model(vocab_size: int = OFFICIAL_CONFIG["vocab_size"]) -> by
     return model.SerializeToString()
 
 
-def tokenizer_config_dict(vocab_size: int = OFFICIAL_CONFIG["vocab_size"]) -> dict[str, Any]:
+def tokenizer_config_dict(vocab_size: int = OFFICIAL_CONFIG["vocab_size"], chat_template: bool = False
+                          ) -> dict[str, Any]:
     """tokenizer_config.json: LlamaTokenizer, no automatic BOS/EOS, non-legacy spacing.
 
     These flag values are what the official prompts imply (see
     runners/text_tokenizer.py for the evidence); every id of 0..67 and of
-    65536.. is an added token that matches verbatim.
+    65536.. is an added token that matches verbatim. ``chat_template`` adds the
+    2026 release's prompt layout as ``chat_template``.
     """
 
     def entry(content: str, special: bool) -> dict[str, Any]:
@@ -227,7 +219,7 @@ def tokenizer_config_dict(vocab_size: int = OFFICIAL_CONFIG["vocab_size"]) -> di
         added[str(i)] = entry(_special_name(i), True)
     for i in range(TEXT_VOCAB_END, vocab_size):
         added[str(i)] = entry(_added_name(i), False)
-    return {
+    config: dict[str, Any] = {
         "add_bos_token": False,
         "add_eos_token": False,
         "added_tokens_decoder": added,
@@ -242,13 +234,17 @@ def tokenizer_config_dict(vocab_size: int = OFFICIAL_CONFIG["vocab_size"]) -> di
         "unk_token": "<unk>",
         "use_default_system_prompt": False,
     }
+    if chat_template:
+        config["chat_template"] = RELEASE_2026_CHAT_TEMPLATE
+    return config
 
 
-def write_step1_part(llm_dir: Path, seed: int = 0, official_size: bool = False) -> None:
+def write_step1_part(llm_dir: Path, seed: int = 0, official_size: bool = False, chat_template: bool = False) -> None:
     """Write the tiny Step1 files into ``llm_dir`` (the ``Step-Audio-EditX`` folder).
 
     ``official_size`` writes the official dimensions (3.5 B parameters, 7 GB in bf16): a model as
-    fast as the real one, for speed measurements.
+    fast as the real one, for speed measurements. ``chat_template`` writes tokenizer files in the
+    2026 release's form (with a chat template), so prompts take that layout.
     """
     llm_dir = Path(llm_dir)
     llm_dir.mkdir(parents=True, exist_ok=True)
@@ -260,4 +256,4 @@ def write_step1_part(llm_dir: Path, seed: int = 0, official_size: bool = False) 
     index = {"metadata": {"total_size": total}, "weight_map": {name: WEIGHTS_FILE for name in sorted(tensors)}}
     (llm_dir / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")
     (llm_dir / "tokenizer.model").write_bytes(build_tokenizer_model(config["vocab_size"]))
-    (llm_dir / "tokenizer_config.json").write_text(json.dumps(tokenizer_config_dict(config["vocab_size"]), indent=2) + "\n")
+    (llm_dir / "tokenizer_config.json").write_text(json.dumps(tokenizer_config_dict(config["vocab_size"], chat_template), indent=2) + "\n")

@@ -18,10 +18,10 @@ from starlette.testclient import TestClient
 from tests.service_helpers import in_process_service, service_env, tone, wav_bytes
 
 NATIVE = ("/clone", "/edit", "/transcribe")
-V1_MULTIPART = ("/v1/audio/transcriptions", "/v1/audio/voices")
+V1_MULTIPART = ("/v1/audio/transcriptions", "/v1/audio/translations", "/v1/audio/voices")
 V1_JSON = ("/v1/audio/speech",)
 FILE_FIELD = {"/clone": "prompt_audio", "/edit": "audio", "/transcribe": "audio",
-              "/v1/audio/transcriptions": "file", "/v1/audio/voices": "audio"}
+              "/v1/audio/transcriptions": "file", "/v1/audio/translations": "file", "/v1/audio/voices": "audio"}
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from api.responses import synthesis_headers
+from api.audio_out import synthesis_headers
 from api.status import TINY_NOTE, build_status
 from runners.config import EngineConfig
 from runners.engine import EditXEngine, Synthesis
@@ -27,7 +27,7 @@ def test_tiny_model_is_reported_as_tiny_however_it_was_given(tiny_root: Path, by
         assert status.tiny_random_weights is True
         assert status.note == TINY_NOTE
         syn = Synthesis(np.zeros(240, np.float32), 24000, 1)
-        assert synthesis_headers(syn, engine)["X-EditX-Tiny-Random-Weights"] == "true"
+        assert synthesis_headers(syn, engine.is_tiny)["X-EditX-Tiny-Random-Weights"] == "true"
         assert "output is noise" in banner_text(engine)
     finally:
         engine.close()
@@ -40,7 +40,7 @@ def test_real_weights_carry_no_tiny_note(tmp_path: Path) -> None:
         status = build_status(engine)
         assert status.tiny_random_weights is False and status.note is None
         syn = Synthesis(np.zeros(240, np.float32), 24000, 1)
-        assert synthesis_headers(syn, engine)["X-EditX-Tiny-Random-Weights"] == "false"
+        assert synthesis_headers(syn, engine.is_tiny)["X-EditX-Tiny-Random-Weights"] == "false"
         assert "noise" not in banner_text(engine)
     finally:
         engine.close()

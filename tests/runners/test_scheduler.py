@@ -266,3 +266,228 @@ def test_the_head_is_its_own_chunk_under_any_budget_and_a_waiter_takes_over_from
     scheduler.add_request(late)
     run(scheduler, runner)
     assert chunks_of(runner, "late") == [(30, 36)] and scheduler.make_stats().prefix_hits == 1
+
+
+# ----------------------------------------------------------------------------- jobs
+def pieces(name: str, n: int, says: int = 3) -> list[GenerationRequest]:
+    """The ``n`` sentences of one long text, each its own request (``says`` ids each)."""
+    return [req(f"{name}.{k}", says=says) for k in range(n)]
+
+
+def start_order(runner: FakeRunner) -> list[str]:
+    """Request ids in the order they got a slot (their first prefill chunk)."""
+    seen: dict[str, None] = {}
+    for plan in runner.plans:
+        for chunk in plan.prefills:
+            seen.setdefault(chunk.request.request_id, None)
+    return list(seen)
+
+
+def step_until_done(scheduler: Scheduler, loop: EngineLoop, watched: list[GenerationRequest],
+                    limit: int = 10_000) -> dict[str, int]:
+    """Step until nothing is left; the step at which each watched request finished."""
+    finished_at: dict[str, int] = {}
+    for step in range(limit):
+        if not scheduler.has_work():
+            return finished_at
+        loop.step()
+        for r in watched:
+            if r.finished and r.request_id not in finished_at:
+                finished_at[r.request_id] = step
+    raise AssertionError("requests did not finish")
+
+
+@pytest.mark.parametrize("max_batch, max_queue", [(16, 64), (2, 1)])
+def test_a_text_of_more_sentences_than_slots_and_queue_hold_is_admitted_and_spoken_in_order(
+        max_batch: int, max_queue: int) -> None:
+    # the documented maximum (10,000 characters) splits into ~218 sentences: as single requests they
+    # overflowed max_batch + max_queue and were refused forever
+    scheduler, runner = Scheduler(max_batch=max_batch, max_queue=max_queue, eos_id=EOS), FakeRunner()
+    sentences = pieces("long", 218)
+    job = scheduler.add_job(sentences)
+    order = step_until_done(scheduler, EngineLoop(runner, scheduler), sentences)
+    names = [r.request_id for r in sentences]
+    assert start_order(runner) == names  # sentence k gets a slot before sentence k+1
+    assert sorted(names, key=lambda n: order[n]) == names  # equal lengths: they also end in order
+    assert all(r.output == [1000, 1001, 1002] and r.finish_reason is FinishReason.EOS for r in sentences)
+    assert max(len(p.decodes) for p in runner.plans) == max_batch  # alone, the job fills every slot
+    assert job.finished and (job.pieces_done, job.pieces_total) == (218, 218)
+    assert scheduler.get_request_counts() == (0, 0) and scheduler.get_job_counts() == (0, 0)
+
+
+def test_a_job_takes_one_queue_place_however_many_pieces_it_has() -> None:
+    scheduler = Scheduler(max_batch=2, max_queue=3, eos_id=EOS)
+    loop = EngineLoop(FakeRunner(), scheduler)
+    scheduler.add_job(pieces("a", 218))
+    loop.step()  # two sentences get the slots, 216 wait
+    stats = scheduler.make_stats()
+    assert (stats.running, stats.waiting, stats.queue_places_used) == (2, 216, 1)
+    assert (stats.jobs_running, stats.jobs_waiting, stats.job_pieces_waiting) == (1, 0, 216)
+    scheduler.add_job(pieces("b", 100))  # the second place
+    scheduler.add_request(req("short", says=3))  # the third
+    stats = scheduler.make_stats()
+    assert (stats.queue_places_used, stats.jobs_running, stats.jobs_waiting) == (3, 1, 1)
+    with pytest.raises(QueueFullError, match="EDITX_MAX_QUEUE=3"):
+        scheduler.add_request(req("one too many", says=3))
+
+
+def test_a_full_queue_refuses_a_whole_job_and_leaves_none_of_it_behind() -> None:
+    scheduler, runner = Scheduler(max_batch=1, max_queue=1, eos_id=EOS), FakeRunner()
+    scheduler.add_request(req("a", says=3))  # takes the slot at the next step
+    scheduler.add_request(req("b", says=3))  # takes the one queue place
+    sentences = pieces("long", 10)
+    with pytest.raises(QueueFullError) as err:
+        scheduler.add_job(sentences)
+    assert err.value.status_code == 503
+    assert scheduler.get_request_counts() == (0, 2) and scheduler.get_job_counts() == (0, 0)
+    run(scheduler, runner)
+    assert start_order(runner) == ["a", "b"]  # no sentence of the refused text ever ran
+    assert not any(r.finished or r.output for r in sentences)
+    job = scheduler.add_job(sentences)  # the retry once there is room gets the whole text
+    run(scheduler, runner)
+    assert job.pieces_done == 10 and all(r.output == [1000, 1001, 1002] for r in sentences)
+
+
+def test_short_requests_sent_while_a_long_text_runs_are_not_starved() -> None:
+    scheduler, runner = Scheduler(max_batch=16, max_queue=64, eos_id=EOS), FakeRunner()
+    loop = EngineLoop(runner, scheduler)
+    sentences = pieces("long", 218, says=20)  # 21 steps a sentence: ~14 rounds of 16 slots
+    job = scheduler.add_job(sentences)
+    for _ in range(30):
+        loop.step()
+    shorts = [req(f"s{k}", says=5) for k in range(5)]
+    for s in shorts:
+        scheduler.add_request(s)
+    order = step_until_done(scheduler, loop, [*shorts, *sentences])
+    # each short request waits at most for one sentence to end (21 steps), then speaks its 5 ids
+    assert all(order[s.request_id] <= 21 + 6 + 1 for s in shorts), {s.request_id: order[s.request_id] for s in shorts}
+    assert order[sentences[-1].request_id] > 10 * max(order[s.request_id] for s in shorts)
+    assert job.pieces_done == 218 and all(s.output == [1000 + k for k in range(5)] for s in shorts)
+    assert start_order(runner)[:16] == [r.request_id for r in sentences[:16]]  # alone it had every slot
+
+
+def test_two_long_texts_share_the_slots_instead_of_one_waiting_for_the_other() -> None:
+    scheduler, runner = Scheduler(max_batch=4, eos_id=EOS), FakeRunner()
+    loop = EngineLoop(runner, scheduler)
+    first, second = pieces("first", 40, says=5), pieces("second", 40, says=5)
+    scheduler.add_job(first)
+    loop.step()
+    scheduler.add_job(second)
+    order = step_until_done(scheduler, loop, [*first, *second])
+    # the second text starts as soon as a sentence of the first ends and both end close together
+    assert order[second[0].request_id] <= 2 * 6
+    assert abs(order[first[-1].request_id] - order[second[-1].request_id]) <= 2 * 6
+    assert all(len(p.decodes) <= 4 for p in runner.plans)
+
+
+def test_more_long_texts_than_slots_take_turns() -> None:
+    scheduler, runner = Scheduler(max_batch=2, eos_id=EOS), FakeRunner()
+    texts = [pieces(name, 10, says=5) for name in ("a", "b", "c")]
+    for sentences in texts:
+        scheduler.add_job(sentences)
+    order = step_until_done(scheduler, EngineLoop(runner, scheduler), [r for t in texts for r in t])
+    # two slots, three texts: the third gets the slot the first frees, not the first's next sentence
+    assert start_order(runner)[:4] == ["a.0", "b.0", "c.0", "a.1"]
+    ends = sorted(order[t[-1].request_id] for t in texts)
+    assert ends[-1] - ends[0] <= 2 * 6  # all three end within a sentence or two of each other
+
+
+def test_aborting_a_job_frees_its_slots_within_one_step_and_its_queued_pieces_never_start() -> None:
+    scheduler, runner = Scheduler(max_batch=4, eos_id=EOS), FakeRunner()
+    loop = EngineLoop(runner, scheduler)
+    sentences = pieces("long", 20, says=50)
+    job = scheduler.add_job(sentences)
+    for _ in range(5):
+        loop.step()
+    queued = req("queued", says=2)
+    scheduler.add_request(queued)
+    made_before = dict(runner.made)
+    scheduler.abort_job(job.job_id)
+    loop.step()  # the abort is applied; the queued request takes a freed slot in the same step
+    assert all(r.finish_reason is FinishReason.ABORTED for r in sentences)
+    assert {k: v for k, v in runner.made.items() if k.startswith("long")} == made_before  # nothing more computed
+    assert [c.request.request_id for c in runner.plans[-1].prefills] == ["queued"]
+    assert scheduler.get_request_counts() == (1, 0) and scheduler.get_job_counts() == (0, 0)
+    assert job.finished and job.pieces_done == 0
+    with pytest.raises(RequestAbortedError):
+        list(job.tokens())
+    run(scheduler, runner)
+    assert start_order(runner) == ["long.0", "long.1", "long.2", "long.3", "queued"]  # the other 16 never ran
+    assert queued.output == [1000, 1001]
+    assert scheduler.make_stats().aborted == 20
+
+
+def test_a_piece_aborted_alone_is_skipped_and_the_rest_of_its_job_goes_on() -> None:
+    scheduler, runner = Scheduler(max_batch=1, eos_id=EOS), FakeRunner()
+    sentences = pieces("long", 4)
+    job = scheduler.add_job(sentences)
+    scheduler.abort_request("long.2")
+    run(scheduler, runner)
+    assert start_order(runner) == ["long.0", "long.1", "long.3"]
+    assert sentences[2].finish_reason is FinishReason.ABORTED
+    assert job.finished and job.pieces_done == 3
+
+
+def test_job_progress_counts_up_to_the_total() -> None:
+    scheduler, runner = Scheduler(max_batch=2, eos_id=EOS), FakeRunner()
+    loop = EngineLoop(runner, scheduler)
+    job = scheduler.add_job([req(f"p{k}", says=2 + k % 3) for k in range(9)])
+    seen = [job.pieces_done]
+    while scheduler.has_work():
+        loop.step()
+        seen.append(job.pieces_done)
+    assert seen == sorted(seen) and seen[0] == 0 and seen[-1] == 9
+    assert len(set(seen)) >= 6  # it moves piece by piece, not 0 then 9
+    assert job.progress == 1.0 and job.finished
+
+
+def test_the_loop_thread_serves_a_job_in_piece_order_and_aborts_one() -> None:
+    scheduler, runner = Scheduler(max_batch=4, max_queue=1, eos_id=EOS), FakeRunner()
+    loop = EngineLoop(runner, scheduler).start()
+    try:
+        job = loop.submit_job([req(f"t{k}", says=1 + k % 4) for k in range(30)])
+        got = list(job.tokens())
+        assert [k for k, _ in got] == sorted(k for k, _ in got)  # piece k's ids all before piece k+1's
+        assert [i for _, ids in got for i in ids] == [1000 + i for k in range(30) for i in range(1 + k % 4)]
+        assert job.wait(5) and job.pieces_done == 30
+
+        endless = loop.submit_job([req(f"e{k}", says=10**6, budget=10**6) for k in range(10)])
+        first = next(endless.tokens())
+        assert first[0] == 0
+        loop.abort_job(endless.job_id)
+        assert endless.wait(5) and endless.pieces_done == 0
+        with pytest.raises(RequestAbortedError):
+            list(endless.tokens())
+        assert scheduler.get_request_counts() == (0, 0)
+    finally:
+        loop.stop()
+
+
+def test_the_pieces_of_a_job_share_their_voice_head() -> None:
+    runner = PrefixRunner()
+    scheduler = Scheduler(max_batch=8, eos_id=EOS, prefix_cached=runner.stored.__contains__)
+    sentences = [voice_req(f"v{k}", says=3) for k in range(6)]
+    scheduler.add_job(sentences)
+    run(scheduler, runner)
+    assert chunks_of(runner, "v0") == [(0, 30), (30, 36)]
+    assert all(chunks_of(runner, f"v{k}") == [(30, 36)] for k in range(1, 6))
+    assert scheduler.make_stats().prefix_hits == 5
+
+
+def test_a_failing_step_ends_every_piece_of_a_job_and_the_loop_goes_idle() -> None:
+    class Broken(FakeRunner):
+        def execute(self, plan: SchedulerOutput) -> StepTokens:
+            raise RuntimeError("out of memory")
+
+    scheduler = Scheduler(max_batch=2, eos_id=EOS)
+    loop = EngineLoop(Broken(), scheduler).start()
+    try:
+        job = loop.submit_job(pieces("long", 50))
+        with pytest.raises(RuntimeError, match="out of memory"):
+            list(job.tokens())
+        assert job.wait(5) and job.pieces_done == 0
+        assert all(r.finish_reason is FinishReason.ERROR for r in job.requests)  # the queued ones too
+        assert not scheduler.has_work() and scheduler.get_job_counts() == (0, 0)
+        assert loop.alive
+    finally:
+        loop.stop()

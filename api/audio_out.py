@@ -1,21 +1,30 @@
-"""Incremental audio encoders: feed float32 chunks as they are made, get the bytes to send at once.
+"""The one audio output of every front end: encoders, media types, headers, whole and streamed answers.
 
-mp3 (LAME), opus (in Ogg), aac (ADTS) and flac go through PyAV (FFmpeg's encoders, in
-its wheel); wav and pcm are written here because they are only a header and 16-bit samples.
-Every encoder writes to a sink that cannot seek, so its output is exactly what a client
-receives over a stream: a wav stream's header says "length unknown" (0xFFFFFFFF), as
-streaming servers do, and decoders read such a file to its end.
+The native routes, ``/v1`` and the UI all encode here. mp3 (LAME), opus (in Ogg), aac (ADTS)
+and flac go through PyAV (FFmpeg's encoders, in its wheel); wav and pcm are written here
+because they are only a header and 16-bit samples. An incremental encoder writes to a sink
+that cannot seek, so its output is exactly what a client receives over a stream: a wav
+stream's header says "length unknown" (0xFFFFFFFF), as streaming servers do, and decoders
+read such a file to its end. A whole answer carries its length (wav and flac headers), which
+is why flac is never streamed: its header cannot be written before the end.
 """
 
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable, Iterator
+import base64
+import json
+from collections.abc import Callable, Iterable, Iterator
 from typing import Literal
 
 import numpy as np
+from pydantic import BaseModel
+from starlette.responses import Response
 
-SpeechFormat = Literal["mp3", "opus", "aac", "flac", "wav", "pcm"]
+from runners.errors import InvalidInputError
+from runners.pipeline.chunks import JobStream, Synthesis
+
+AudioFormat = Literal["mp3", "opus", "aac", "flac", "wav", "pcm"]
 SPEECH_FORMATS: tuple[str, ...] = ("mp3", "opus", "aac", "flac", "wav", "pcm")
 MEDIA_TYPES: dict[str, str] = {
     "mp3": "audio/mpeg",
@@ -23,8 +32,9 @@ MEDIA_TYPES: dict[str, str] = {
     "aac": "audio/aac",  # ADTS
     "flac": "audio/flac",
     "wav": "audio/wav",
-    "pcm": "audio/pcm",  # raw s16le mono
+    "pcm": "audio/pcm",  # raw s16le mono at 24 kHz (X-EditX-Sample-Rate says the rate)
 }
+STREAMABLE: tuple[str, ...] = ("mp3", "opus", "aac", "wav", "pcm")  # flac needs its length in the header
 # (container, codec, sample format PyAV is fed)
 _AV: dict[str, tuple[str, str, str]] = {
     "mp3": ("mp3", "libmp3lame", "s16p"),
@@ -35,7 +45,8 @@ _AV: dict[str, tuple[str, str, str]] = {
 _BITRATES = {"mp3": 128_000, "opus": 64_000, "aac": 128_000}
 
 
-def _to_s16(samples: np.ndarray) -> np.ndarray:
+def to_s16(samples: np.ndarray) -> np.ndarray:
+    """float32 in [-1, 1] → 16-bit samples, rounded: what every format here is made from."""
     return (np.clip(np.asarray(samples, dtype=np.float32).reshape(-1), -1.0, 1.0) * 32767.0).round().astype("<i2")
 
 
@@ -103,7 +114,7 @@ class AudioEncoder:
         """Encode more float32 mono samples in [-1, 1]; returns whatever bytes are complete now."""
         if self._finished:
             raise RuntimeError("encoder already finished")
-        pcm = _to_s16(samples)
+        pcm = to_s16(samples)
         if self.format in ("wav", "pcm"):
             head = b""
             if not self._started and self.format == "wav":
@@ -203,14 +214,65 @@ def encode(samples: np.ndarray, sample_rate: int, fmt: str) -> bytes:
         import soundfile as sf
 
         buf = io.BytesIO()
-        sf.write(buf, np.asarray(samples, dtype=np.float32).reshape(-1), sample_rate, format="FLAC", subtype="PCM_16")
+        sf.write(buf, to_s16(samples), sample_rate, format="FLAC", subtype="PCM_16")  # the samples every format has
         return buf.getvalue()
     return AudioEncoder(fmt, sample_rate, known_length=int(np.asarray(samples).size)).encode_all(samples)
 
 
-def split(samples: np.ndarray, sample_rate: int, seconds: float = 0.5) -> Iterator[np.ndarray]:
-    """A finished waveform in pieces of ``seconds`` (how a finished answer is streamed)."""
-    step = max(1, int(sample_rate * seconds))
-    flat = np.asarray(samples, dtype=np.float32).reshape(-1)
-    for start in range(0, flat.size, step):
-        yield flat[start:start + step]
+# ------------------------------------------------------------------ answers
+def check_stream_format(stream: bool, fmt: str) -> None:
+    """Every format streams but flac, whose header must carry the length."""
+    if stream and fmt not in STREAMABLE:
+        raise InvalidInputError(f"stream=true sends {', '.join(STREAMABLE)}, not {fmt}; flac is sent whole",
+                                field="response_format")
+
+
+def base_headers(tiny: bool, streamed: bool) -> dict[str, str]:
+    """What every audio answer says before its audio exists."""
+    return {"X-EditX-Sample-Rate": "24000", "X-EditX-Streamed": "true" if streamed else "false",
+            "X-EditX-Tiny-Random-Weights": "true" if tiny else "false"}
+
+
+def synthesis_headers(syn: Synthesis, tiny: bool) -> dict[str, str]:
+    """Generation metadata that rides along with a whole answer's bytes."""
+    headers = {
+        **base_headers(tiny, streamed=False),
+        "X-EditX-Duration-S": f"{syn.duration_s:.3f}",
+        "X-EditX-Sample-Rate": str(syn.sample_rate),
+        "X-EditX-Tokens": str(syn.generated_tokens),
+        "X-EditX-Iterations": str(syn.iterations),
+    }
+    for stage, seconds in syn.timings.items():
+        headers[f"X-EditX-Time-{stage.capitalize()}-S"] = f"{seconds:.3f}"
+    headers["X-EditX-Time-Total-S"] = f"{sum(syn.timings.values()):.3f}"
+    return headers
+
+
+def whole_response(syn: Synthesis, fmt: str, headers: dict[str, str], filename: str = "editx") -> Response:
+    """A whole answer: the file with its length, and the metadata headers."""
+    return Response(encode(syn.samples, syn.sample_rate, fmt), media_type=MEDIA_TYPES[fmt],
+                    headers={**headers, "Content-Disposition": f'attachment; filename="{filename}.{fmt}"'})
+
+
+def encoded(chunks: JobStream, fmt: str) -> Iterator[bytes]:
+    """A job's chunks as the bytes of one ``fmt`` stream, piece by piece; closing this closes the job."""
+    encoder = AudioEncoder(fmt, chunks.sample_rate)
+    try:
+        for chunk in chunks:
+            data = encoder.feed(chunk.samples) if chunk.samples.size else b""
+            if data:
+                yield data
+        tail = encoder.finish()
+        if tail:
+            yield tail
+    finally:
+        chunks.close()
+
+
+def sse_events(pieces: Iterable[bytes], done: Callable[[], BaseModel]) -> Iterator[bytes]:
+    """Server-sent events: each piece base64-encoded in a ``speech.audio.delta``, then ``speech.audio.done``."""
+    for piece in pieces:
+        event = {"type": "speech.audio.delta", "audio": base64.b64encode(piece).decode()}
+        yield f"data: {json.dumps(event)}\n\n".encode()
+    final = {"type": "speech.audio.done", "usage": done().model_dump()}
+    yield f"data: {json.dumps(final)}\n\n".encode()

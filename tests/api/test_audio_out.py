@@ -10,9 +10,15 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from runners.audio_encoders import SPEECH_FORMATS, AudioEncoder, encode, split
+from api.audio_out import SPEECH_FORMATS, AudioEncoder, encode
 
 RATE = 24000
+
+
+def split(samples: np.ndarray, rate: int, seconds: float = 0.5) -> list[np.ndarray]:
+    """A waveform in pieces of ``seconds``, as a stream delivers it."""
+    step = max(1, int(rate * seconds))
+    return [samples[i:i + step] for i in range(0, samples.size, step)]
 
 
 def sweep(seconds: float) -> np.ndarray:

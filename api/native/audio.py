@@ -1,0 +1,71 @@
+"""The bodies of the native audio APIs (/clone, /edit, /transcribe): a form becomes one engine job.
+
+``service.py`` declares these routes with BentoML (their typed forms, docs and limits) and
+calls these functions; the job is answered by the one path of every front end
+(:func:`api.engine_calls.answer_job`), and refusals take the native error shape.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import anyio
+from starlette.requests import Request
+from starlette.responses import Response
+
+from api.engine_calls import answer_job, client_gone_response
+from api.errors import error_response
+from api.status import require_ready
+from api.uploads import read_upload
+from runners.engine import EditXEngine
+from runners.errors import USER_ERRORS, RequestAbortedError
+from runners.jobs import CloneJob, EditJob, parse_instructions
+from runners.transcriber import Transcription
+
+
+async def _upload(engine: EditXEngine, path: Path | None, field: str):  # noqa: ANN202 - Audio | None
+    if path is None:
+        return None
+    return await anyio.to_thread.run_sync(read_upload, path, field, engine.config.max_upload_bytes)
+
+
+async def clone(engine: EditXEngine, request: Request | None, *, target_text: str, prompt_audio: Path | None,
+                voice: str, prompt_text: str, seed: int | None, response_format: str, speed: float,
+                instructions: str, stream: bool) -> Response:
+    """POST /clone: speak ``target_text`` in the uploaded or registered voice, then any edit passes."""
+    try:
+        require_ready(engine)
+        prompt = await _upload(engine, prompt_audio, "prompt_audio")
+        job = CloneJob(target_text, prompt, prompt_text or None, voice or None, seed, speed,
+                       parse_instructions(instructions))
+        return await answer_job(request, engine, job, stream=stream, fmt=response_format)
+    except USER_ERRORS as exc:
+        return error_response(exc)
+    except RequestAbortedError:
+        return client_gone_response()
+
+
+async def edit(engine: EditXEngine, request: Request | None, *, audio: Path, edit_type: str, edit_info: str,
+               audio_text: str, target_text: str, n_edit_iter: int, seed: int | None, response_format: str,
+               stream: bool) -> Response:
+    """POST /edit: edit the uploaded audio ``n_edit_iter`` times."""
+    try:
+        require_ready(engine)
+        source = await _upload(engine, audio, "audio")
+        job = EditJob(source, edit_type, edit_info or None, audio_text or None, target_text or None, n_edit_iter,
+                      seed)
+        return await answer_job(request, engine, job, stream=stream, fmt=response_format)
+    except USER_ERRORS as exc:
+        return error_response(exc)
+    except RequestAbortedError:
+        return client_gone_response()
+
+
+async def transcribe(engine: EditXEngine, audio: Path, language: str) -> Transcription | Response:
+    """POST /transcribe: what is said in the uploaded audio (through the engine: cached, on its idle clock)."""
+    try:
+        require_ready(engine)
+        clip = await _upload(engine, audio, "audio")
+        return await anyio.to_thread.run_sync(engine.transcribe, clip, language or None)
+    except USER_ERRORS as exc:
+        return error_response(exc)
