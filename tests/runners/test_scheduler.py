@@ -338,7 +338,7 @@ def test_a_full_queue_refuses_a_whole_job_and_leaves_none_of_it_behind() -> None
     sentences = pieces("long", 10)
     with pytest.raises(QueueFullError) as err:
         scheduler.add_job(sentences)
-    assert err.value.status_code == 503
+    assert rule_for(err.value).status == 503
     assert scheduler.get_request_counts() == (0, 2) and scheduler.get_job_counts() == (0, 0)
     run(scheduler, runner)
     assert start_order(runner) == ["a", "b"]  # no sentence of the refused text ever ran
