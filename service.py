@@ -32,8 +32,8 @@ from api.auth import AuthMiddleware
 from api.deps import current_engine, current_settings
 from api.audio_out import AudioFormat
 from api.engine_metrics import PrometheusEvents
-from api.errors import quiet_bentoml_validation_errors
-from api.forms import FormGuardMiddleware
+from api.errors import PlainRefusalMiddleware, quiet_bentoml_validation_errors
+from api.forms import BodySpec, FormGuardMiddleware, bentoml_body_specs, fastapi_body_specs
 from api.logs import install as install_log_buffer
 from api.openapi import OpenAPIMiddleware
 from api.settings import HttpSettings
@@ -227,17 +227,16 @@ def current_request() -> Request | None:
         return None
 
 
-def _form_routes() -> dict[str, tuple[type, frozenset[str]]]:
-    """The audio APIs' routes with their input models and file fields (for api.forms)."""
-    return {api.route: (api.input_spec, frozenset(api.input_spec.multipart_fields))
-            for api in EditXService.apis.values()}
+def _body_routes() -> dict[str, BodySpec]:
+    """Every route that takes a body, with what it takes (for the one body guard, api.forms, and the docs)."""
+    return {**fastapi_body_specs(web), **bentoml_body_specs(EditXService.apis.values())}
 
 
-# Outermost first: no key → 401 before anything is counted or read; then admission, the body guard,
-# and the form checks of the audio APIs.
+# Outermost first: no key → 401 before anything is counted or read; then admission, the upload limits,
+# the body guard of every route that takes a body, the docs, and unknown paths in the error shape.
 EditXService.add_asgi_middleware(AuthMiddleware, settings=current_settings)
 EditXService.add_asgi_middleware(AdmissionMiddleware, settings=current_settings)
 EditXService.add_asgi_middleware(UploadLimitMiddleware, max_body_bytes=_body_limit, settings=current_settings)
-EditXService.add_asgi_middleware(FormGuardMiddleware, routes=_form_routes)
-EditXService.add_asgi_middleware(OpenAPIMiddleware, multipart_apis=lambda: set(_form_routes()),
-                                 settings=current_settings)
+EditXService.add_asgi_middleware(FormGuardMiddleware, routes=_body_routes)
+EditXService.add_asgi_middleware(OpenAPIMiddleware, body_routes=_body_routes, settings=current_settings)
+EditXService.add_asgi_middleware(PlainRefusalMiddleware)  # unknown paths and methods through the error table

@@ -3,7 +3,7 @@
 BentoML's ``traffic.max_concurrency`` counts every request, so under load it answered 429 to /status,
 /ui/ and /docs.json too, without Retry-After. This middleware counts only work (POST/PUT/PATCH/DELETE
 outside the operator's routes): probes, /status, /metrics, /logs, the docs, page loads and Gradio's event
-streams always pass. A refusal is a 429 with Retry-After. The model's own queue is the scheduler's; the
+streams always pass. A refusal is ``api.errors.Busy`` (429 with the busy Retry-After). The model's own queue is the scheduler's; the
 bodies being received are bounded by the upload middleware.
 """
 
@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from api.errors import send_error
+from api.errors import BUSY_RETRY_AFTER_S, Busy, send_error
 from api.settings import HttpSettings
 from api.uploads import ASGIApp, Receive, Scope, Send
 
@@ -21,7 +21,6 @@ log = logging.getLogger("editx.admission")
 # POSTs that are cheap and operator-facing: never counted, never refused.
 OPERATOR_POSTS = frozenset({"/cache/clear", "/login"})
 WORK_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-BUSY_RETRY_AFTER_S = 2
 
 
 def is_work(scope: Scope) -> bool:
@@ -40,11 +39,9 @@ class AdmissionMiddleware:
             return
         limit = self._settings().max_requests
         if self.in_flight >= limit:  # one event loop: the check and the increment cannot interleave
-            log.info("refused with 429: %d requests in flight (EDITX_MAX_REQUESTS=%d)", self.in_flight, limit)
-            await send_error(send, scope["path"], 429,
-                             f"the service is busy ({self.in_flight} requests in flight, the limit is {limit}: "
-                             f"EDITX_MAX_REQUESTS); retry after {BUSY_RETRY_AFTER_S} s", None,
-                             {"Retry-After": str(BUSY_RETRY_AFTER_S)})
+            await send_error(send, scope["path"], Busy(
+                f"the service is busy ({self.in_flight} requests in flight, the limit is {limit}: "
+                f"EDITX_MAX_REQUESTS); retry after {BUSY_RETRY_AFTER_S} s"))
             return
         self.in_flight += 1
         try:

@@ -18,7 +18,7 @@ from http.cookies import SimpleCookie
 from typing import Any
 from urllib.parse import parse_qs
 
-from api.errors import send_error
+from api.errors import BodyTooLarge, Unauthorized, send_error
 from api.settings import PROBE_PATHS, HttpSettings
 
 Scope = MutableMapping[str, Any]
@@ -125,13 +125,13 @@ class AuthMiddleware:
         if scope["type"] == "websocket":
             await send({"type": "websocket.close", "code": 1008})
             return
-        log.info("refused with 401: no valid API key for %s %s", scope.get("method"), path)
         if scope.get("method") in ("GET", "HEAD") and "text/html" in (_header(scope, b"accept") or ""):
+            log.info("refused with 401: no valid API key for %s %s", scope.get("method"), path)
             query = scope.get("query_string", b"").decode("latin-1")
             await _html(send, 401, login_page(path + (f"?{query}" if query else "")))
             return
-        await send_error(send, path, 401, "this service needs an API key: send 'Authorization: Bearer <key>'",
-                         "authorization", {"WWW-Authenticate": 'Bearer realm="editx"'})
+        await send_error(send, path, Unauthorized("this service needs an API key: send 'Authorization: Bearer <key>'",
+                                                  "authorization"), {"WWW-Authenticate": 'Bearer realm="editx"'})
 
     async def _login(self, scope: Scope, receive: Receive, send: Send, keys: tuple[str, ...]) -> None:
         query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
@@ -145,7 +145,7 @@ class AuthMiddleware:
                 return
             body += message.get("body", b"")
             if len(body) > _LOGIN_BODY_MAX:
-                await send_error(send, LOGIN_PATH, 413, "login form too large", "body")
+                await send_error(send, LOGIN_PATH, BodyTooLarge("login form too large", "body"))
                 return
             if not message.get("more_body"):
                 break

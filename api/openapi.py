@@ -1,35 +1,40 @@
-"""GET /docs.json documents the refusals every operation can answer (400/401/408/413/415/429/503).
+"""GET /docs.json documents the refusals every operation can answer (400/401/404/408/409/413/415/429/503).
 
 BentoML writes the spec of its audio APIs itself (with its own 400/404/500 shapes, which this service
 never answers) and FastAPI documents a 422 that the native routes answer as a 400. This middleware
 rewrites the served spec: the one error shape (``ErrorBody``; OpenAI's under /v1),
-the statuses each operation can really answer, and the bearer security scheme.
+the statuses each operation can really answer (from the body guard's table of routes and ``api.errors``'
+table), and the bearer security scheme.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from api.errors import ErrorBody, OpenAIErrorBody
+from api.errors import BUSY_RETRY_AFTER_S, LOADING_RETRY_AFTER_S, ErrorBody, OpenAIErrorBody
+from api.forms import BodySpec
 from api.settings import PROBE_PATHS, HttpSettings
 from api.uploads import ASGIApp, Message, Receive, Scope, Send
 
 SPEC_PATH = "/docs.json"
 _REASONS = {
-    400: "bad input: the message says what is wrong, `field` names the field",
+    400: "bad input (a malformed body included): the message says what is wrong, `field` (`param`) names the field",
     401: "no valid API key (only when EDITX_API_KEYS / EDITX_API_KEYS_FILE is set)",
-    408: "the request body did not arrive within EDITX_UPLOAD_TIMEOUT_S",
+    404: "what the request names does not exist (a voice, a model)",
+    408: "the request body did not arrive within EDITX_UPLOAD_TIMEOUT_S, or sent nothing for EDITX_UPLOAD_IDLE_S",
+    409: "the name is taken",
     413: "over a size limit (upload, audio length, text length, token budget)",
-    415: "not multipart/form-data",
-    429: "busy (EDITX_MAX_REQUESTS, EDITX_MAX_UPLOADS); see Retry-After",
-    503: "the model is loading, failed to load, or its queue is full; see Retry-After",
+    415: "not the body type the operation takes (multipart/form-data or application/json)",
+    429: f"busy (EDITX_MAX_REQUESTS, EDITX_MAX_UPLOADS); Retry-After: {BUSY_RETRY_AFTER_S}",
+    503: f"the model is loading or failed to load (Retry-After: {LOADING_RETRY_AFTER_S}), its queue is full "
+         f"(Retry-After: {BUSY_RETRY_AFTER_S}), or a storage folder cannot be written",
 }
 _WORK_METHODS = ("post", "put", "patch", "delete")
 
 
-def _statuses(path: str, method: str, op: dict[str, Any], multipart_apis: set[str]) -> list[int]:
+def _statuses(path: str, method: str, op: dict[str, Any], body_routes: Mapping[str, BodySpec]) -> list[int]:
     if path in PROBE_PATHS:
         return []
     out = [401]
@@ -37,14 +42,18 @@ def _statuses(path: str, method: str, op: dict[str, Any], multipart_apis: set[st
         out.append(400)
     if method in _WORK_METHODS and path not in ("/cache/clear",):
         out += [408, 413, 429]
-    if path in multipart_apis:
+    if path in body_routes:
         out += [415, 503]
     elif path.startswith("/v1/") and method in _WORK_METHODS:
         out.append(503)
+    if path in ("/v1/audio/speech", "/clone") or "{" in path:
+        out.append(404)  # an unknown voice (or model)
+    if path == "/v1/audio/voices" and method == "post":
+        out.append(409)
     return sorted(set(out))
 
 
-def augment(spec: dict[str, Any], multipart_apis: set[str], auth: bool) -> dict[str, Any]:
+def augment(spec: dict[str, Any], body_routes: Mapping[str, BodySpec], auth: bool) -> dict[str, Any]:
     """The spec with the refusals documented in the service's error shapes."""
     schemas = spec.setdefault("components", {}).setdefault("schemas", {})
     schemas["ErrorBody"] = ErrorBody.model_json_schema()
@@ -61,8 +70,8 @@ def augment(spec: dict[str, Any], multipart_apis: set[str], auth: bool) -> dict[
                 continue
             responses = op["responses"]
             responses.pop("422", None)  # FastAPI's default; answered as 400 here
-            responses.pop("404", None)  # BentoML's default for its APIs; not answered by them
-            for status in _statuses(path, method, op, multipart_apis):
+            responses.pop("404", None)  # BentoML's default for its APIs; documented below where answered
+            for status in _statuses(path, method, op, body_routes):
                 responses[str(status)] = {
                     "description": _REASONS[status],
                     "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{shape}"}}},
@@ -77,10 +86,10 @@ def augment(spec: dict[str, Any], multipart_apis: set[str], auth: bool) -> dict[
 class OpenAPIMiddleware:
     """Rewrites the body of GET /docs.json with :func:`augment`."""
 
-    def __init__(self, app: ASGIApp, multipart_apis: Callable[[], set[str]],
+    def __init__(self, app: ASGIApp, body_routes: Callable[[], Mapping[str, BodySpec]],
                  settings: Callable[[], HttpSettings]) -> None:
         self.app = app
-        self._apis = multipart_apis
+        self._routes = body_routes
         self._settings = settings
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -102,7 +111,7 @@ class OpenAPIMiddleware:
         body = b"".join(chunks)
         if start["status"] == 200:
             try:
-                spec = augment(json.loads(body), self._apis(), bool(self._settings().keys()))
+                spec = augment(json.loads(body), self._routes(), bool(self._settings().keys()))
                 body = json.dumps(spec).encode()
             except ValueError:
                 pass

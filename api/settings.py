@@ -22,6 +22,8 @@ class HttpSettings(BaseModel):
     api_keys_file: str = Field("", description="file with one API key per line (# comments); adds to api_keys")
     metrics_public: bool = Field(False, description="serve /metrics without a key even when keys are set")
     upload_timeout_s: float = Field(120.0, gt=0, description="a request body must arrive within this (else 408)")
+    upload_idle_s: float = Field(15.0, gt=0, description="a request body that sends nothing for this long is "
+                                                         "answered 408 and frees its upload slot at once")
     max_uploads: int = Field(32, gt=0, description="request bodies received at once; more answer 429 at once")
     max_requests: int = Field(64, gt=0, description="work requests (APIs, UI actions) in flight; more answer 429")
     _keys: tuple[str, ...] | None = PrivateAttr(None)

@@ -9,6 +9,9 @@ after its upload is parsed. The middleware
   request off at the limit;
 - gives every body a deadline (EDITX_UPLOAD_TIMEOUT_S): a client that has not
   sent it all by then gets a 408, so a trickling client holds nothing for long;
+- and a minimum rate (EDITX_UPLOAD_IDLE_S, in the spirit of Apache's mod_reqtimeout):
+  a body that sends nothing for that long gets a 408 at once and frees its slot,
+  so silent connections cannot hold every upload slot until the deadline;
 - bounds the bodies being received at once (EDITX_MAX_UPLOADS), apart from the
   model's queue: one more answers 429 at once instead of waiting.
 
@@ -25,7 +28,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from pathlib import Path
 from typing import Any
 
-from api.errors import send_error
+from api.errors import BodyTimeout, BodyTooLarge, Busy, send_error
 from api.settings import HttpSettings
 from runners.audio import DEFAULT_MAX_DECODE_S, Audio, AudioDecodeError, AudioTooLongError, decode_audio
 from runners.errors import InputTooLargeError, InvalidInputError
@@ -98,9 +101,8 @@ class UploadLimitMiddleware:
             "(the audio upload limit EDITX_MAX_UPLOAD_BYTES plus 1 MiB for form fields)"
         )
 
-    async def _refuse(self, send: Send, path: str, status: int, message: str) -> None:
-        log.warning("refused with %d: %s", status, message, extra={"stage": "request"})
-        await send_error(send, path, status, message, "body", close=True)
+    async def _refuse(self, send: Send, path: str, refusal: Exception) -> None:
+        await send_error(send, path, refusal, close=True, level=logging.WARNING)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -119,20 +121,19 @@ class UploadLimitMiddleware:
                 chunked = True
         path = scope["path"]
         if declared is not None and declared > limit:
-            await self._refuse(send, path, 413, self._too_large(declared))
+            await self._refuse(send, path, BodyTooLarge(self._too_large(declared), "body"))
             return
         has_body = chunked or bool(declared)
         settings = self._settings()
         if has_body and self.receiving >= settings.max_uploads:
             message = (f"too many uploads in progress ({self.receiving}, the limit is {settings.max_uploads}: "
                        "EDITX_MAX_UPLOADS); retry in a moment")
-            log.info("refused with 429: %s", message, extra={"stage": "request"})
-            await send_error(send, path, 429, message, "body", {"Retry-After": "1"}, close=True)
+            await send_error(send, path, Busy(message, "body"), close=True)
             return
 
         deadline = time.monotonic() + settings.upload_timeout_s
         received = 0
-        cut: int | None = None  # 413 or 408 once the body was cut off
+        cut: str | None = None  # "size", "deadline" or "idle" once the body was cut off
         body_done = not has_body
         slot = False
         response_started = False
@@ -149,16 +150,18 @@ class UploadLimitMiddleware:
                 return {"type": "http.disconnect"}
             if body_done:
                 return await receive()  # after the body: only the disconnect is left to wait for
+            left = deadline - time.monotonic()
             try:
-                message = await asyncio.wait_for(receive(), max(0.0, deadline - time.monotonic()))
+                # Each wait is bounded by the idle limit too: every chunk that arrives starts it again.
+                message = await asyncio.wait_for(receive(), max(0.0, min(left, settings.upload_idle_s)))
             except TimeoutError:
-                cut = 408
+                cut = "idle" if settings.upload_idle_s < left else "deadline"
                 release()
                 return {"type": "http.disconnect"}  # every framework stops reading
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
-                    cut = 413
+                    cut = "size"
                     release()
                     return {"type": "http.disconnect"}
                 if not message.get("more_body", False):
@@ -187,9 +190,12 @@ class UploadLimitMiddleware:
         finally:
             release()
         if cut is not None and not response_started:
-            if cut == 408:
-                message = (f"the request body did not arrive within {settings.upload_timeout_s:g} s "
-                           "(EDITX_UPLOAD_TIMEOUT_S)")
+            if cut == "deadline":
+                refusal: Exception = BodyTimeout(f"the request body did not arrive within "
+                                                 f"{settings.upload_timeout_s:g} s (EDITX_UPLOAD_TIMEOUT_S)", "body")
+            elif cut == "idle":
+                refusal = BodyTimeout(f"the request body sent nothing for {settings.upload_idle_s:g} s "
+                                      "(EDITX_UPLOAD_IDLE_S)", "body")
             else:
-                message = self._too_large(None)
-            await self._refuse(send, path, cut, message)
+                refusal = BodyTooLarge(self._too_large(None), "body")
+            await self._refuse(send, path, refusal)

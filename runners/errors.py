@@ -1,16 +1,15 @@
-"""Errors the engine raises for bad requests; entrypoints map them to HTTP 4xx.
+"""Errors the engine raises for requests it refuses, with a message written for the user.
 
-Each carries the name of the offending field so that an API can say which
-input was wrong, not only that something was.
+Each carries the name of the offending field so that an API can say which input was wrong, not
+only that something was. The engine knows nothing of HTTP: how each error is answered (status,
+Retry-After) is decided at the edge, in one table (``api.errors.ERROR_TABLE``).
 """
 
 from __future__ import annotations
 
 
 class InvalidInputError(ValueError):
-    """The request is wrong (HTTP 400/422): the message says what and how to fix it."""
-
-    status_code = 400
+    """The request is wrong: the message says what and how to fix it."""
 
     def __init__(self, message: str, field: str | None = None) -> None:
         super().__init__(message)
@@ -18,21 +17,17 @@ class InvalidInputError(ValueError):
 
 
 class InputTooLargeError(InvalidInputError):
-    """The request is over a size limit (HTTP 413)."""
-
-    status_code = 413
+    """The request is over a size limit (audio length, text length, token budget, upload size)."""
 
 
 class EngineUnavailableError(RuntimeError):
-    """The model could not be loaded or is not ready (HTTP 503)."""
+    """The model is loading, could not be loaded, or is not ready: the same request may succeed later."""
 
-    status_code = 503
+    field: str | None = None
 
 
 class NotFoundError(LookupError):
-    """What the request names does not exist, e.g. an unknown voice id (HTTP 404)."""
-
-    status_code = 404
+    """What the request names does not exist, e.g. an unknown voice id."""
 
     def __init__(self, message: str, field: str | None = None) -> None:
         super().__init__(message)
@@ -43,9 +38,7 @@ class NotFoundError(LookupError):
 
 
 class ConflictError(ValueError):
-    """The request collides with what exists, e.g. a voice name already taken (HTTP 409)."""
-
-    status_code = 409
+    """The request collides with what exists, e.g. a voice name already taken."""
 
     def __init__(self, message: str, field: str | None = None) -> None:
         super().__init__(message)
@@ -53,7 +46,7 @@ class ConflictError(ValueError):
 
 
 class StorageUnavailableError(EngineUnavailableError):
-    """A folder the service needs cannot be written or read, e.g. EDITX_VOICES_DIR (HTTP 503)."""
+    """A folder the service needs cannot be written or read, e.g. EDITX_VOICES_DIR (an operator must fix it)."""
 
 
 # The errors whose message is written for the user; anything else escaping a request is a bug.
@@ -61,12 +54,8 @@ USER_ERRORS: tuple[type[Exception], ...] = (InvalidInputError, EngineUnavailable
 
 
 class QueueFullError(EngineUnavailableError):
-    """Every generation slot is busy and the waiting queue is full (HTTP 503 with Retry-After)."""
-
-    retry_after_s = 5
+    """Every generation slot is busy and the waiting queue is full: retry once a request has finished."""
 
 
 class RequestAbortedError(RuntimeError):
     """The client went away or cancelled; nothing more is computed for the request."""
-
-    status_code = 499

@@ -19,15 +19,14 @@ from starlette.responses import Response
 from api.audio_out import MEDIA_TYPES, STREAMABLE
 from api.engine_calls import answer_job
 from api.openai.backend import BackendProvider
-from api.openai.errors import OpenAIRoute
+from api.openai.errors import OpenAIRoute, field_names
 from api.openai.protocol import SpeechRequest, SpeechUsage
 from api.status import require_ready
-from runners.errors import USER_ERRORS
 
 log = logging.getLogger("editx.api.openai")
 
-# The engine's names for what this request calls input and voice.
-_PARAMS = {"target_text": "input", "audio_text": "input", "prompt_audio": "voice", "prompt_text": "voice"}
+# The engine's names for what this request calls input and voice (errors name the request's field).
+SPEECH_FIELDS = field_names(target_text="input", audio_text="input", prompt_audio="voice", prompt_text="voice")
 
 
 def router(backend: BackendProvider) -> APIRouter:
@@ -35,6 +34,7 @@ def router(backend: BackendProvider) -> APIRouter:
 
     @api.post(
         "/v1/audio/speech",
+        dependencies=[SPEECH_FIELDS],
         response_class=Response,
         responses={200: {"content": {t: {} for t in sorted(set(MEDIA_TYPES.values()))} | {"text/event-stream": {}}}},
     )
@@ -42,24 +42,20 @@ def router(backend: BackendProvider) -> APIRouter:
         """Speak ``input`` in a registered voice; ``instructions`` add edit passes (emotion, style, speed)."""
         engine = backend().engine
         require_ready(engine)
-        try:
-            job = request.to_job()
-            applied = ", ".join(p.label() for p in job.edits)
-            headers = {"X-EditX-Model": request.model, "X-EditX-Voice": request.voice,
-                       "X-EditX-Instructions": applied, "X-EditX-Edit-Passes": str(len(job.edits)),
-                       "X-EditX-Speed": f"{request.speed:g}"}
+        job = request.to_job()
+        applied = ", ".join(p.label() for p in job.edits)
+        headers = {"X-EditX-Model": request.model, "X-EditX-Voice": request.voice,
+                   "X-EditX-Instructions": applied, "X-EditX-Edit-Passes": str(len(job.edits)),
+                   "X-EditX-Speed": f"{request.speed:g}"}
 
-            def usage(tokens: int) -> SpeechUsage:
-                return SpeechUsage(input_tokens=len(request.input), output_tokens=tokens,
-                                   total_tokens=len(request.input) + tokens)
+        def usage(tokens: int) -> SpeechUsage:
+            return SpeechUsage(input_tokens=len(request.input), output_tokens=tokens,
+                               total_tokens=len(request.input) + tokens)
 
-            log.info("speech: voice %s, %s, instructions [%s], speed %g", request.voice, request.response_format,
-                     applied or "none", request.speed, extra={"stage": "request"})
-            return await answer_job(http, engine, job, stream=request.response_format in STREAMABLE,
-                                    fmt=request.response_format, headers=headers,
-                                    sse=usage if request.stream_format == "sse" else None, filename="speech")
-        except USER_ERRORS as exc:  # name the field as this request calls it; OpenAIRoute answers
-            exc.field = _PARAMS.get(getattr(exc, "field", None), getattr(exc, "field", None))  # type: ignore[union-attr]
-            raise
+        log.info("speech: voice %s, %s, instructions [%s], speed %g", request.voice, request.response_format,
+                 applied or "none", request.speed, extra={"stage": "request"})
+        return await answer_job(http, engine, job, stream=request.response_format in STREAMABLE,
+                                fmt=request.response_format, headers=headers,
+                                sse=usage if request.stream_format == "sse" else None, filename="speech")
 
     return api

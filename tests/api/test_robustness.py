@@ -2,13 +2,17 @@
 operator, bounded /metrics, nothing left in the temp folder.
 
 One served instance (``bentoml.serve``) for the whole module, with its own temp folder (TMPDIR), a short
-upload deadline and room for 40 bodies at once.
+upload deadline, a short idle limit and room for 40 bodies at once.
+
+The fuzzing seed changes with every run and is printed (and named in any failure); set EDITX_FUZZ_SEED to
+replay a run.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import random
 import socket
 import subprocess
 import threading
@@ -25,7 +29,10 @@ from tests.service_helpers import service_env, tone, wait_ready, wav_bytes
 
 PROMPT_TEXT = "Please call Stella and ask her to bring these things."
 UPLOAD_TIMEOUT_S = 6
+UPLOAD_IDLE_S = 2.5  # above the 0.9 s between the bytes of _trickle below: a slow client is not an idle one
 MAX_UPLOADS = 40
+FUZZ_EXAMPLES = 100  # per operation and mode, without a body
+FUZZ_BODY_EXAMPLES = 60  # per operation and mode, with a body
 SHUTDOWN_S = 60
 
 
@@ -72,6 +79,7 @@ def server(tiny_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     # Its own BENTOML_HOME: every `bentoml serve` on the machine empties $BENTOML_HOME/prometheus_multiproc_dir
     # when it starts, which silently stops the metrics of any other server sharing it.
     env = {**service_env(tiny_root), "TMPDIR": str(tmp), "EDITX_UPLOAD_TIMEOUT_S": str(UPLOAD_TIMEOUT_S),
+           "EDITX_UPLOAD_IDLE_S": str(UPLOAD_IDLE_S),
            "EDITX_MAX_UPLOADS": str(MAX_UPLOADS), "BENTOML_HOME": str(tmp_path_factory.mktemp("bentoml-home"))}
     with pytest.MonkeyPatch.context() as mp:
         for key, value in env.items():
@@ -139,16 +147,33 @@ def _bad_requests(wav: bytes) -> list[tuple[str, str, dict[str, str], bytes]]:
         ("seed not a number", "/clone", MP, _form([_part("prompt_audio", wav, "a.wav"), target,
                                                    _part("seed", b"lots")])),
         ("empty body", "/clone", MP, b""),
+        # the /v1 routes go through the same body guard
+        ("JSON that is not UTF-8", "/v1/audio/speech", {"content-type": "application/json"},
+         b'{"model": "tts-1", "voice": "v", "input": "\xff\xfe"}'),
+        ("JSON nested 100000 deep", "/v1/audio/speech", {"content-type": "application/json"},
+         b"[" * 100_000 + b"]" * 100_000),
+        ("a JSON list", "/v1/audio/speech", {"content-type": "application/json"}, b"[]"),
+        ("multipart without boundary", "/v1/audio/transcriptions", {"content-type": "multipart/form-data"},
+         _form([_part("file", wav, "a.wav")])),
+        ("part with no headers", "/v1/audio/transcriptions", MP, b"--b0undary\r\n\r\nhello\r\n--b0undary--\r\n"),
+        ("multipart without boundary", "/v1/audio/voices", {"content-type": "multipart/form-data"},
+         _form([_part("audio", wav, "a.wav"), _part("name", b"v")])),
+        ("part with no headers", "/v1/audio/voices", MP, b"--b0undary\r\n\r\nhello\r\n--b0undary--\r\n"),
     ]
+
+
+def _error_shape_ok(path: str, err: dict) -> bool:
+    if path.startswith("/v1/"):
+        return set(err) == {"error"} and set(err["error"]) == {"message", "type", "param", "code"}
+    return set(err) == {"error", "field"} and bool(err["error"])
 
 
 def test_no_input_gets_a_5xx(server: Server, prompt_wav: bytes) -> None:
     before = server.temp_entries()
     for case, path, headers, body in _bad_requests(prompt_wav):
         r = httpx.post(server.url + path, content=body, headers=headers, timeout=60)
-        assert 400 <= r.status_code < 500, f"{case}: {r.status_code} {r.text[:300]}"
-        err = r.json()
-        assert set(err) == {"error", "field"} and err["error"], f"{case}: {err}"
+        assert 400 <= r.status_code < 500, f"{path} {case}: {r.status_code} {r.text[:300]}"
+        assert _error_shape_ok(path, r.json()), f"{path} {case}: {r.text[:300]}"
     # No URL was fetched, and the service still serves a good request.
     ok = httpx.post(server.url + "/transcribe", files={"audio": ("a.wav", prompt_wav)}, timeout=120)
     assert ok.status_code == 200, ok.text
@@ -174,29 +199,53 @@ def test_refusals_are_logged_at_info_without_traceback(server: Server, prompt_wa
 
 
 def test_schemathesis_finds_no_server_error(server: Server) -> None:
-    """Every operation of /docs.json, fixed seed, bounded examples; no 5xx, answers match the spec."""
+    """Every operation of /docs.json, with data that fits the spec and data that does not, and a seed that changes
+    per run (printed); no 5xx, and every answer (status, content type, body) matches the spec."""
     import hypothesis
     import schemathesis
     from schemathesis.checks import not_a_server_error
-    from schemathesis.specs.openapi.checks import response_schema_conformance
+    from schemathesis.specs.openapi.checks import (
+        content_type_conformance,
+        response_schema_conformance,
+        status_code_conformance,
+    )
 
+    seed = int(os.environ.get("EDITX_FUZZ_SEED") or random.SystemRandom().randrange(2**32))
+    print(f"schemathesis seed {seed} (replay with EDITX_FUZZ_SEED={seed})")
     schema = schemathesis.openapi.from_url(server.url + "/docs.json")
     operations = [result.ok() for result in schema.get_all_operations()]
     assert len(operations) >= 11
     seen: list[str] = []
-    for op in operations:
-        @hypothesis.seed(0)
-        @hypothesis.settings(max_examples=12, deadline=None, database=None, derandomize=True, print_blob=False,
+    started = time.monotonic()
+    modes = (schemathesis.GenerationMode.POSITIVE, schemathesis.GenerationMode.NEGATIVE)
+    for op, mode in [(op, mode) for op in operations for mode in modes]:
+        # Operations that take a body can reach the model (seconds each on this CPU); the rest are cheap.
+        examples = FUZZ_BODY_EXAMPLES if op.method.lower() in ("post", "put", "patch") else FUZZ_EXAMPLES
+
+        @hypothesis.seed(seed)
+        @hypothesis.settings(max_examples=examples, deadline=None, database=None, print_blob=True,
                              suppress_health_check=list(hypothesis.HealthCheck),
                              phases=[hypothesis.Phase.explicit, hypothesis.Phase.generate])
-        @hypothesis.given(case=op.as_strategy())
+        @hypothesis.given(case=op.as_strategy(generation_mode=mode))
         def run(case: schemathesis.Case) -> None:
             case.call_and_validate(base_url=server.url, timeout=120,
-                                   checks=[not_a_server_error, response_schema_conformance])
+                                   checks=[not_a_server_error, response_schema_conformance,
+                                           status_code_conformance, content_type_conformance])
 
-        run()
-        seen.append(f"{op.method.upper()} {op.path}")
-    assert {"POST /clone", "POST /edit", "POST /transcribe", "GET /status", "GET /logs"} <= set(seen), seen
+        name = f"{op.method.upper()} {op.path}"
+        try:
+            run()
+        except hypothesis.errors.Unsatisfiable:
+            if mode == schemathesis.GenerationMode.POSITIVE:
+                raise
+            continue  # nothing about this operation can be invalid (no parameters, no body)
+        except Exception as exc:
+            raise AssertionError(f"{name} ({mode} data) failed with schemathesis seed {seed} "
+                                 f"(replay with EDITX_FUZZ_SEED={seed}): {exc}") from exc
+        seen.append(name)
+    print(f"schemathesis: {len(set(seen))} operations, valid and invalid data, in {time.monotonic() - started:.0f} s")
+    assert {"POST /clone", "POST /edit", "POST /transcribe", "GET /status", "GET /logs", "POST /v1/audio/speech",
+            "POST /v1/audio/transcriptions", "POST /v1/audio/voices"} <= set(seen), seen
 
 
 def test_spec_documents_the_refusals(server: Server) -> None:
@@ -204,9 +253,48 @@ def test_spec_documents_the_refusals(server: Server) -> None:
     clone = spec["paths"]["/clone"]["post"]["responses"]
     for status in ("400", "401", "408", "413", "415", "429", "503"):
         assert clone[status]["content"]["application/json"]["schema"]["$ref"] == "#/components/schemas/ErrorBody"
+    assert "EDITX_UPLOAD_IDLE_S" in clone["408"]["description"]  # the idle rule is documented
     assert "401" in spec["paths"]["/status"]["get"]["responses"]
     assert "422" not in spec["paths"]["/logs"]["get"]["responses"]
     assert "401" not in spec["paths"]["/livez"]["get"]["responses"]
+    for path in ("/v1/audio/speech", "/v1/audio/transcriptions", "/v1/audio/voices"):
+        responses = spec["paths"][path]["post"]["responses"]
+        for status in ("400", "408", "413", "415", "429", "503"):
+            schema = responses[status]["content"]["application/json"]["schema"]
+            assert schema["$ref"] == "#/components/schemas/OpenAIErrorBody", (path, status)
+
+
+def _silent_upload(server: Server, answers: list[int]) -> None:
+    """A client that announces a body and then sends nothing at all."""
+    with socket.create_connection((server.host, server.port), timeout=UPLOAD_IDLE_S + 30) as sock:
+        sock.sendall(b"POST /clone HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+                     b"Content-Length: 100000\r\n\r\n")
+        try:
+            data = sock.recv(4096)
+        except OSError:
+            answers.append(-1)
+            return
+        answers.append(int(data.split(b" ", 2)[1]) if data else -1)
+
+
+def test_silent_uploads_free_their_slots_after_the_idle_limit(server: Server, prompt_wav: bytes) -> None:
+    answers: list[int] = []
+    silent = [threading.Thread(target=_silent_upload, args=(server, answers), daemon=True)
+              for _ in range(MAX_UPLOADS)]
+    started = time.monotonic()
+    for t in silent:
+        t.start()
+    time.sleep(min(1.0, UPLOAD_IDLE_S / 2))
+    # Every upload slot is held by a silent client: one more is refused at once.
+    r = httpx.post(server.url + "/transcribe", files={"audio": ("a.wav", prompt_wav)}, timeout=10)
+    assert r.status_code == 429 and r.headers["retry-after"], r.text
+    for t in silent:
+        t.join(timeout=UPLOAD_IDLE_S + 20)
+    took = time.monotonic() - started
+    assert answers == [408] * MAX_UPLOADS, answers
+    assert took < UPLOAD_TIMEOUT_S, took  # freed by the idle limit, not the whole-body deadline
+    r = httpx.post(server.url + "/transcribe", files={"audio": ("a.wav", prompt_wav)}, timeout=120)
+    assert r.status_code == 200, r.text
 
 
 # ------------------------------------------------------------------ saturation

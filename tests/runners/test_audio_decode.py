@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from api.uploads import ACCEPTED_FORMATS, decode_field, read_upload
+from api.errors import rule_for
 from runners.audio import AudioDecodeError, AudioTooLongError, decode_audio
 from tests.media import KINDS, dominant_hz, encode, sine
 
@@ -89,7 +90,7 @@ def _refusal(source: bytes | Path, field: str = "prompt_audio") -> str:
     with pytest.raises(AudioDecodeError) as caught:
         decode_field(source, field)
     err = caught.value
-    assert err.status_code == 400 and err.field == field
+    assert rule_for(err).status == 400 and err.field == field
     message = str(err)
     assert message.startswith(f"{field} is not audio that can be decoded (")
     assert message.endswith(f"; send {ACCEPTED_FORMATS}")
@@ -130,7 +131,7 @@ def test_decoding_stops_at_the_duration_cap(kind: str) -> None:
     assert decode_audio(data, max_seconds=2.0).duration_s == pytest.approx(1.0, abs=0.03)
     with pytest.raises(AudioTooLongError) as caught:
         decode_field(data, "audio", max_seconds=0.5)
-    assert caught.value.status_code == 413 and caught.value.field == "audio"
+    assert rule_for(caught.value).status == 413 and caught.value.field == "audio"
     assert str(caught.value) == "audio is too long: it lasts more than 0.5 s; decoding stopped there"
 
 

@@ -6,6 +6,7 @@ import threading
 
 import pytest
 
+from api.errors import BUSY_RETRY_AFTER_S, rule_for
 from runners.errors import QueueFullError, RequestAbortedError
 from runners.models.step1.sampling import SamplingParams
 from runners.scheduler import EngineLoop, FinishReason, GenerationRequest, Scheduler, SchedulerOutput, StepTokens
@@ -90,7 +91,9 @@ def test_a_full_queue_is_refused_at_once() -> None:
         scheduler.add_request(req(f"r{k}", says=3))
     with pytest.raises(QueueFullError) as err:
         scheduler.add_request(req("late", says=3))
-    assert err.value.status_code == 503 and "EDITX_MAX_QUEUE" in str(err.value)
+    assert "EDITX_MAX_QUEUE" in str(err.value)
+    rule = rule_for(err.value)
+    assert rule.status == 503 and rule.retry_after_s == BUSY_RETRY_AFTER_S
 
 
 def test_an_abort_takes_effect_within_one_step_and_frees_the_slot() -> None:
@@ -335,7 +338,7 @@ def test_a_full_queue_refuses_a_whole_job_and_leaves_none_of_it_behind() -> None
     sentences = pieces("long", 10)
     with pytest.raises(QueueFullError) as err:
         scheduler.add_job(sentences)
-    assert err.value.status_code == 503
+    assert rule_for(err.value).status == 503
     assert scheduler.get_request_counts() == (0, 2) and scheduler.get_job_counts() == (0, 0)
     run(scheduler, runner)
     assert start_order(runner) == ["a", "b"]  # no sentence of the refused text ever ran

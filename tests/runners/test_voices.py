@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from api.errors import rule_for
 from runners.audio import Audio, limit_peak
 from runners.errors import ConflictError, InvalidInputError, NotFoundError, StorageUnavailableError
 from runners.prompt_cache import PromptCache, audio_key
@@ -143,4 +144,5 @@ def test_an_unwritable_folder_is_a_clear_503(tmp_path: Path) -> None:
     assert reg.all() == []
     with pytest.raises(StorageUnavailableError, match="EDITX_VOICES_DIR") as err:
         store(reg, "alice", clip())
-    assert err.value.status_code == 503
+    rule = rule_for(err.value)
+    assert rule.status == 503 and rule.retry_after_s is None  # an operator must fix the folder: waiting helps not

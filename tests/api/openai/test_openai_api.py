@@ -215,6 +215,16 @@ def test_unknown_voice_bad_format_and_taken_name(client: openai.OpenAI, url: str
     with pytest.raises(openai.APIStatusError) as big:  # the engine's text limit, in OpenAI's shape
         speak(client, voice, input="a" * 10_001)
     assert big.value.status_code == 413 and big.value.body["param"] == "input"
+    # The message names the field as the request sent it, not the engine's target_text.
+    assert big.value.body["message"].startswith("input has 10001 characters"), big.value.body
+    assert "target_text" not in big.value.body["message"]
+    r = httpx.post(f"{url}/v1/audio/speech", json={"model": "tts-1", "input": "Hello."}, timeout=60)
+    assert r.status_code == 400 and r.json()["error"]["param"] == "voice", r.text  # no voice: named voice
+    r = httpx.post(f"{url}/v1/audio/speech", content=b'{"voice": "x", "input": "\xff"}', timeout=60,
+                   headers={"content-type": "application/json"})
+    assert r.status_code == 400 and r.json()["error"]["code"] == "malformed_body", r.text
+    with pytest.raises(openai.NotFoundError):  # an unknown /v1 path is OpenAI's 404 object
+        client.get("/audio/nothing", cast_to=httpx.Response)
     with pytest.raises(openai.ConflictError):
         client.audio.voices.create(audio_sample=("v.wav", wav_bytes(tone(1.0))), name=voice, consent="unused")
     r = httpx.post(f"{url}/v1/audio/voices", files={"audio": ("v.wav", wav_bytes(tone(1.0)))},

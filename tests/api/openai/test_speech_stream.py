@@ -19,6 +19,7 @@ import pytest
 import torch
 import uvicorn
 
+from api.errors import BUSY_RETRY_AFTER_S, LOADING_RETRY_AFTER_S
 from api.openai import build_router
 from runners.audio import Audio
 from runners.config import EngineConfig
@@ -127,7 +128,9 @@ def test_a_client_that_goes_away_closes_the_generation(served: tuple[str, Backen
 def test_errors_before_the_first_chunk_keep_their_status(served: tuple[str, Backend]) -> None:
     url, _ = served
     r = httpx.post(f"{url}/v1/audio/speech", json={"voice": "v", "input": "fail"}, timeout=30)
-    assert r.status_code == 400 and r.json()["error"]["param"] == "input"  # raised by the engine on target_text
+    err = r.json()["error"]
+    assert r.status_code == 400 and err["param"] == "input"  # raised by the engine on target_text
+    assert err["message"] == "input is over the budget"  # the message names the field as the client sent it
     r = httpx.post(f"{url}/v1/audio/speech", json={"voice": "v", "input": "  "}, timeout=30)
     assert r.status_code == 400 and r.json()["error"]["param"] == "input"  # refused before the engine
 
@@ -172,7 +175,7 @@ def test_unavailable_engine_and_full_queue_are_503_with_retry_after(served: tupl
     engine = backend.engine
     engine.ready, engine.state = False, "loading"
     r = httpx.post(f"{url}/v1/audio/speech", json={"voice": "v", "input": "Hello."}, timeout=30)
-    assert r.status_code == 503 and r.headers["retry-after"]
+    assert r.status_code == 503 and r.headers["retry-after"] == str(LOADING_RETRY_AFTER_S)
     assert r.json()["error"]["type"] == "service_unavailable_error" and "loading" in r.json()["error"]["message"]
 
     engine.ready, engine.state = True, "loaded"
@@ -182,7 +185,8 @@ def test_unavailable_engine_and_full_queue_are_503_with_retry_after(served: tupl
 
     engine.run = full  # type: ignore[method-assign]
     r = httpx.post(f"{url}/v1/audio/speech", json={"voice": "v", "input": "Hello."}, timeout=30)
-    assert r.status_code == 503 and r.headers["retry-after"] == "5"
+    assert r.status_code == 503 and r.headers["retry-after"] == str(BUSY_RETRY_AFTER_S)  # busy, not loading
+    assert r.json()["error"]["code"] == "queue_full"
 
 
 def test_a_client_that_goes_away_before_the_first_byte_cancels_the_work(served: tuple[str, Backend]) -> None:

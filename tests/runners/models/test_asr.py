@@ -12,6 +12,7 @@ import pytest
 import soundfile as sf
 import torch
 
+from api.errors import rule_for
 from runners.models import asr as tr
 from runners.audio import Audio, decode_audio
 from runners.errors import InvalidInputError
@@ -111,7 +112,7 @@ def test_missing_model_files_are_named(tmp_path: Path) -> None:
     message = str(err.value)
     assert "vocabulary.json or vocabulary.txt" in message and "tokenizer.json" in message
     assert "model.bin" not in message.split("missing", 1)[1]
-    assert err.value.status_code == 503
+    assert rule_for(err.value).status == 503  # answered as the model being unavailable
 
     with pytest.raises(ASRModelError, match="does not exist"):
         Transcriber(model=str(tmp_path / "nowhere" / "model")).check()

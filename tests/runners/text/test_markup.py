@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from api.errors import rule_for
 from runners.text.vocab import LANGUAGE_TAGS
 from runners.errors import InvalidInputError
 from runners.text.markup import check_markup, pronunciation_mark
@@ -21,7 +22,7 @@ def test_a_language_tag_in_another_case_gets_the_official_spelling() -> None:
 def test_unknown_leading_tag_lists_the_known_ones() -> None:
     with pytest.raises(InvalidInputError) as err:
         check_markup("[Japanse]こんにちは", False, "target_text")
-    assert err.value.status_code == 400 and err.value.field == "target_text"
+    assert rule_for(err.value).status == 400 and err.value.field == "target_text"
     message = str(err.value)
     assert "[Japanse]" in message and all(t in message for t in LANGUAGE_TAGS)
     assert "[Laughter]" not in message  # a clone text takes no paralinguistic tags

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from api.errors import rule_for
 from runners.text.vocab import VOCABULARY, InvalidEditError, validate_edit
 from runners.errors import InvalidInputError
 
@@ -71,7 +72,7 @@ def test_invalid_edits_name_the_field_and_the_choices(edit_type, edit_info, targ
         validate_edit(edit_type, edit_info, target)
     assert err.value.field == field
     assert needle in str(err.value)
-    assert err.value.status_code == 400
+    assert rule_for(err.value).status == 400
 
 
 def test_valid_edits_pass_through() -> None:
