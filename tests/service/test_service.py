@@ -428,30 +428,6 @@ def test_ui_actions_run_on_the_shared_engine(ready: Harness, tmp_path: Path, pro
 
 
 # ----------------------------------------------------------- failed load
-def test_failed_load_is_not_ready_and_says_why(ready: Harness, prompt_wav: bytes, tmp_path: Path) -> None:
-    """A second service whose model is missing: alive, not ready, /status and the APIs say why."""
-    from runners.config import EngineConfig
-    from runners.engine import EditXEngine
-
-    svc = ready.service
-    missing = tmp_path / "no-model-here"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(svc, "make_engine", lambda: EditXEngine(EngineConfig(model_path=str(missing), model_source="local")))
-        mp.setattr(svc, "before_load", lambda engine: None)
-        with TestClient(svc.EditXService.to_asgi()) as c:
-            deadline = time.monotonic() + 60
-            while c.get("/status").json()["state"] != "failed" and time.monotonic() < deadline:
-                time.sleep(0.1)
-            status = c.get("/status").json()
-            assert status["state"] == "failed" and status["ready"] is False
-            assert "no-model-here" in status["error"]
-            assert c.get("/livez").status_code == 200
-            assert c.get("/readyz").status_code == 503
-            r = c.post("/clone", files={"prompt_audio": ("x.wav", prompt_wav)},
-                       data={"prompt_text": PROMPT_TEXT, "target_text": TARGET_TEXT})
-            assert r.status_code == 503 and "failed to load" in r.json()["error"]
-
-
 # ------------------------------------ uploads from browsers (webm) and phones (m4a)
 @pytest.mark.parametrize("kind", ["m4a", "webm"])
 def test_clone_takes_phone_and_browser_recordings(ready: Harness, kind: str) -> None:
@@ -484,3 +460,31 @@ def test_transcribe_takes_a_browser_recording(ready: Harness) -> None:
     err = r.json()
     assert err["field"] == "audio" and "send WAV, FLAC, OGG/Opus, MP3, WebM, M4A/MP4 or AAC" in err["error"], err
     _assert_still_serving(ready.client)
+
+
+def test_failed_load_is_not_ready_and_says_why(ready: Harness, prompt_wav: bytes, tmp_path: Path) -> None:
+    """A second service whose model is missing: alive, not ready, /status and the APIs say why.
+
+    Last in this module: after this second instance, the process's current service is no longer the
+    one the ``ready`` harness serves.
+    """
+    from runners.config import EngineConfig
+    from runners.engine import EditXEngine
+
+    svc = ready.service
+    missing = tmp_path / "no-model-here"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(svc, "make_engine", lambda: EditXEngine(EngineConfig(model_path=str(missing), model_source="local")))
+        mp.setattr(svc, "before_load", lambda engine: None)
+        with TestClient(svc.EditXService.to_asgi()) as c:
+            deadline = time.monotonic() + 60
+            while c.get("/status").json()["state"] != "failed" and time.monotonic() < deadline:
+                time.sleep(0.1)
+            status = c.get("/status").json()
+            assert status["state"] == "failed" and status["ready"] is False
+            assert "no-model-here" in status["error"]
+            assert c.get("/livez").status_code == 200
+            assert c.get("/readyz").status_code == 503
+            r = c.post("/clone", files={"prompt_audio": ("x.wav", prompt_wav)},
+                       data={"prompt_text": PROMPT_TEXT, "target_text": TARGET_TEXT})
+            assert r.status_code == 503 and "failed to load" in r.json()["error"]

@@ -173,7 +173,7 @@ def test_instructions_run_edit_passes(client: openai.OpenAI, url: str, voice: st
     assert raw.headers["x-editx-edit-passes"] == "1" and raw.headers["x-editx-iterations"] == "2"
     logs = httpx.get(f"{url}/logs", params={"limit": 50}, timeout=10).json()
     assert any("instructions [emotion:happy]" in r["message"] for r in logs)  # the request's line
-    assert any(r["message"].startswith("edit emotion") for r in logs)  # the engine's edit pass
+    assert any(r["message"].startswith("clone + 1 edit pass") for r in logs)  # the engine: one job, two steps
 
     two = speak(client, voice, response_format="wav", instructions="whisper, Slower")
     assert two.headers["x-editx-instructions"] == "style:whisper, speed:slower"
