@@ -9,6 +9,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from runners.decoder_worker import DecoderStats
 from runners.scheduler import SchedulerStats
 from runners.engine import EditXEngine
 from runners.errors import EngineUnavailableError
@@ -64,6 +65,8 @@ class StatusResponse(BaseModel):
     asr: dict[str, Any] | None = Field(None, description="the speech recognition model: name, device, state")
     scheduler: SchedulerStats | None = Field(None, description="continuous batching: running and waiting "
                                                                "requests, batch size, ids made and ids/s")
+    decoder: DecoderStats | None = Field(None, description="the decoder worker: batches of flow + vocoder "
+                                                          "(size, seconds, queue depth; EDITX_DECODER_BATCH)")
     llm_quantization: str | None = Field(None, description="the LLM variant: none, int8, nf4 or awq (EDITX_LLM_QUANTIZATION)")
     llm_weights: dict[str, float] | None = Field(
         None, description="LLM weight memory once loaded, MiB: total_mb, layers_mb (the quantized projections), "

@@ -158,6 +158,10 @@ def status_markdown(engine: EditXEngine | None) -> str:
         f"{cache['hits']} hits / {cache['misses']} misses (hit rate {cache['hit_rate']:.0%}), "
         f"{cache['time_saved_s']:.2f} s saved"
     )
+    if st.decoder is not None:
+        dec = st.decoder
+        lines.append(f"**Decoder** {dec.batches} batches (up to {dec.max_batch} decodes each, mean "
+                     f"{dec.mean_batch_size:.1f}, {dec.mean_batch_seconds * 1000:.0f} ms), {dec.queue_depth} waiting")
     auto = "on" if st.auto_transcribe else "off"
     lines.append(f"**ASR** {asr['model']} on {asr['device']} ({asr['compute_type']}), "
                  f"{'loaded' if asr['loaded'] else 'not loaded'}; auto-transcription {auto}")

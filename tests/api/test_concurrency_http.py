@@ -50,26 +50,35 @@ def scheduler(url: str) -> dict:
     return httpx.get(f"{url}/status", timeout=10).json()["scheduler"]
 
 
-def test_eight_concurrent_clones_are_batched_and_each_equals_its_seed_alone(server_url: str) -> None:
-    alone = [clone(server_url, k).content for k in range(8)]
+def test_sixteen_concurrent_clones_are_batched_and_each_equals_its_seed_alone(server_url: str) -> None:
+    n = 16
+    alone = [clone(server_url, k).content for k in range(n)]
     steps_before = scheduler(server_url)["steps"]
-    results: list[httpx.Response | None] = [None] * 8
-    barrier = threading.Barrier(8)
+    batches_before = httpx.get(f"{server_url}/status", timeout=10).json()["decoder"]["batches"]
+    results: list[httpx.Response | None] = [None] * n
+    barrier = threading.Barrier(n)
 
     def run(k: int) -> None:
         barrier.wait()
         results[k] = clone(server_url, k)
 
-    threads = [threading.Thread(target=run, args=(k,)) for k in range(8)]
+    threads = [threading.Thread(target=run, args=(k,)) for k in range(n)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     assert all(r is not None and r.status_code == 200 for r in results)
-    for k in range(8):
-        np.testing.assert_array_equal(decode(results[k].content)[0], decode(alone[k])[0])
-    # 8 × 40 ids would take ≥ 320 steps one at a time; batched they share steps
-    assert scheduler(server_url)["steps"] - steps_before < 200
+    for k in range(n):
+        together, by_itself = decode(results[k].content)[0], decode(alone[k])[0]
+        assert together.size == by_itself.size
+        # The LLM's ids are the same; the decoder worker ran the decodes as batches, whose kernels round a
+        # little differently (tests/runners/test_decoder_worker.py measures it): a few 16-bit steps at most.
+        np.testing.assert_allclose(together, by_itself, rtol=0, atol=3e-4)
+    # 16 × 40 ids would take ≥ 640 steps one at a time; batched they share steps
+    assert scheduler(server_url)["steps"] - steps_before < 400
+    decoder = httpx.get(f"{server_url}/status", timeout=10).json()["decoder"]
+    # fewer decoder batches than decodes: the flow and vocoder ran several requests at once
+    assert decoder["batches"] - batches_before < n and decoder["mean_batch_size"] > 1
 
 
 def _raw_clone_then_hang_up(url: str, hang_up: threading.Event, **fields: str) -> None:
