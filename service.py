@@ -163,7 +163,10 @@ class EditXService:
     async def clone(
         self,
         target_text: str = Field(description="what the cloned voice should say; long texts are split into "
-                                             "sentences and generated together"),
+                                             "sentences and generated together. It may start with a language "
+                                             "tag ([Japanese], [Korean], [Cantonese], [Sichuanese]) and carry "
+                                             "sound tags ([laugh], [sigh], … see GET /vocabulary) and "
+                                             "pronunciation marks (pinyin + tone, e.g. guo4)"),
         # `Path` with a None default, not `Path | None`: BentoML 1.4.40 decodes no upload into an optional Path.
         prompt_audio: Path = Field(None, description="voice to clone: WAV/FLAC/OGG/MP3/WebM/M4A/AAC, 0.1–30 s "  # type: ignore[assignment]
                                                     "(any declared type); or give `voice`"),

@@ -64,7 +64,9 @@ class SpeechRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     model: str = Field(SPEECH_MODEL, description=f"{SPEECH_MODEL} (aliases: {', '.join(SPEECH_MODEL_ALIASES)})")
-    input: str = Field(description="the text to speak")
+    input: str = Field(description="the text to speak; it may start with a language tag ([Japanese], [Korean], "
+                                   "[Cantonese], [Sichuanese]) and carry sound tags and pinyin+tone "
+                                   "pronunciation marks (see GET /vocabulary)")
     voice: str = Field(description="id of a voice registered with POST /v1/audio/voices")
     response_format: AudioFormat = Field("mp3", description="mp3, opus, aac, flac, wav or pcm (s16le mono 24 kHz)")
     speed: float = Field(1.0, description="0.25–4.0; time-scales the speech, pitch unchanged",
