@@ -145,6 +145,9 @@ class DecoderWorker:
             if self._thread is not None and self._thread.is_alive():
                 return self
             self._stopping = False
+            # torch's intra-op thread count is per thread: the worker uses its creator's, so a decode gives the
+            # same numbers in the worker as in the thread that would have run it
+            self._torch_threads = torch.get_num_threads()
             self._thread = threading.Thread(target=self._loop, name="editx-decoder", daemon=True)
             self._thread.start()
         return self
@@ -301,6 +304,7 @@ class DecoderWorker:
         return [p for p in batch if p.future.set_running_or_notify_cancel()]
 
     def _loop(self) -> None:
+        torch.set_num_threads(self._torch_threads)
         with torch.inference_mode():
             while True:
                 batch = self._take()

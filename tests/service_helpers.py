@@ -91,7 +91,11 @@ def in_process_service(env: dict[str, str]) -> Iterator[tuple[TestClient, Module
         for key, value in env.items():
             mp.setenv(key, value)
         import service
+        from api.logs import install
 
+        # Re-attach the log buffer: a served instance started earlier in this process (bentoml.serve runs a
+        # logging dictConfig here) may have disabled the loggers since `service` was first imported.
+        install("editx", include_access_log=True)
         config = service.EditXService.config
         saved = config.get("metrics")
         config["metrics"] = {"enabled": False}

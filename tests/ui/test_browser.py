@@ -106,7 +106,8 @@ def test_clone_and_edit_in_the_browser(page, server_url: str, tmp_path: Path) ->
     # Transcribe fills the prompt text with what Whisper heard.
     page.locator("#editx-transcribe").click()
     page.wait_for_function(
-        "() => /stella/i.test(document.querySelector('#editx-prompt-text textarea')?.value ?? '')", timeout=120_000
+        "() => /bring these things/i.test(document.querySelector('#editx-prompt-text textarea')?.value ?? '')",
+        timeout=120_000
     )
     page.locator("#editx-target-text textarea").fill("Good morning, how are you today?")
     page.locator("#editx-clone").click()
