@@ -195,7 +195,7 @@ class EditXEngine(EngineLifecycle):
         started = time.perf_counter()
         totals: dict[str, float] = {}
         carry_timings: dict[str, float] = {}
-        carry_tokens = index = 0
+        carry_tokens = index = tokens = samples_out = 0
         with self._busy():
             step = self._start(plan, 0, progress)
             yield None  # type: ignore[misc]  # primed: the caller gets the stream from here on
@@ -203,11 +203,14 @@ class EditXEngine(EngineLifecycle):
                 for k in range(plan.steps - 1):  # an edit follows: this step's audio must be whole
                     samples, made = self._collect(step, plan, k, progress, cancel, carry_timings)
                     carry_tokens += made
+                    tokens += made
                     step = self._start(plan, k + 1, progress, Audio(torch.from_numpy(samples), DECODER_RATE),
                                        step.transcript)
                 for samples, made, timings in self._pieces(step, plan, plan.steps - 1, stream, progress, cancel):
                     add_timings(carry_timings, timings)
                     carry_tokens += made
+                    tokens += made
+                    samples_out += samples.size
                     if samples.size == 0:
                         continue
                     if index == 0 and stream:
@@ -224,7 +227,7 @@ class EditXEngine(EngineLifecycle):
         for stage in STAGES:
             if stage in totals:
                 self.events.stage(stage, totals[stage])
-        _log_job(plan, stream, totals, time.perf_counter() - started)
+        _log_job(plan, stream, samples_out / DECODER_RATE, tokens, totals, time.perf_counter() - started)
 
     def _start(self, plan: _Plan, k: int, progress: Progress, audio: Audio | None = None,
                transcript: str | None = None) -> _Step:
@@ -581,7 +584,8 @@ class _Counted(Iterator[list[int]]):
         return wait
 
 
-def _log_job(plan: _Plan, stream: bool, timings: dict[str, float], wall_s: float) -> None:
+def _log_job(plan: _Plan, stream: bool, audio_s: float, tokens: int, timings: dict[str, float],
+             wall_s: float) -> None:
     """One line per finished job, with the time of every stage (the UI log panel shows it)."""
     what = "clone" if plan.clone else "edit"
     if plan.edits and privacy.enabled():
@@ -589,5 +593,5 @@ def _log_job(plan: _Plan, stream: bool, timings: dict[str, float], wall_s: float
     elif plan.edits:
         what += f" + {len(plan.edits)} edit pass(es)" if plan.clone else f" {plan.edits[0].edit_type}"
     stages = ", ".join(f"{k} {v:.2f} s" for k, v in timings.items())
-    log.info("%s%s: %d step(s) in %.2f s (%s)", what, " (streamed)" if stream else "", plan.steps, wall_s,
-             stages, extra={"stage": "request", "seconds": round(wall_s, 3)})
+    log.info("%s%s: %.2f s of audio, %d tokens, %d step(s) in %.2f s (%s)", what, " (streamed)" if stream else "",
+             audio_s, tokens, plan.steps, wall_s, stages, extra={"stage": "request", "seconds": round(wall_s, 3)})
