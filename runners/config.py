@@ -34,6 +34,10 @@ class EngineConfig(BaseModel):
     max_audio_s: float = Field(30.0, gt=0, description="longest accepted input audio")
     max_text_chars: int = Field(10000, gt=0, description="longest accepted text; a long clone text is split "
                                                          "into sentences generated as one batch")
+    max_edit_audio_s: float = Field(600.0, gt=0, description="longest recording /edit accepts; one longer than "
+                                    "max_audio_s is cut at pauses into pieces edited as one batch")
+    max_script_turns: int = Field(100, gt=0, description="most turns in one dialogue script")
+    max_script_voices: int = Field(8, gt=0, description="most distinct voices in one dialogue script")
     max_total_tokens: int = Field(8192, gt=0, description="LLM budget: prompt + generated tokens")
     max_upload_bytes: int = Field(50 * 1024 * 1024, gt=0)
     temperature: float = Field(0.7, gt=0)

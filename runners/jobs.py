@@ -95,7 +95,42 @@ class EditJob:
         return f"edit {self.edit.label()}" + (f" x{self.passes}" if self.passes > 1 else "")
 
 
-Job = CloneJob | EditJob
+MAX_PAUSE_MS = 10_000  # longest pause after one dialogue turn
+DEFAULT_PAUSE_MS = 300  # the pause after a turn that names none
+
+
+@dataclass(frozen=True)
+class Turn:
+    """One line of a dialogue: ``text`` spoken in the registered ``voice``, then its ``edits``.
+
+    ``pause_after_ms`` is the silence before the next turn (None: :data:`DEFAULT_PAUSE_MS`);
+    ``line`` is where the turn was written in a text script, so errors can point at it.
+    """
+
+    text: str
+    voice: str
+    edits: tuple[EditPass, ...] = ()
+    pause_after_ms: int | None = None
+    line: int | None = None
+
+    def where(self, index: int) -> str:
+        """How errors name this turn: ``turn 3`` or ``turn 3 (line 5)``."""
+        return f"turn {index + 1}" + (f" (line {self.line})" if self.line is not None else "")
+
+
+@dataclass(frozen=True)
+class DialogueJob:
+    """Speak ``turns`` in script order as one audio: all turns are generated together, then joined."""
+
+    turns: tuple[Turn, ...]
+    seed: int | None = None
+
+    @property
+    def kind(self) -> str:
+        return f"dialogue of {len(self.turns)} turns"
+
+
+Job = CloneJob | EditJob | DialogueJob
 
 
 Progress = Callable[[str, float], None]  # (stage description, fraction done 0..1), for progress bars

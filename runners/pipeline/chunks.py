@@ -20,6 +20,24 @@ def add_timings(total: dict[str, float], more: dict[str, float]) -> None:
         total[stage] = total.get(stage, 0.0) + seconds
 
 
+@dataclass(frozen=True)
+class Caption:
+    """Where one spoken piece (a sentence, a long edit's piece) sits in the answer, in seconds.
+
+    Measured on the samples actually produced (after speed changes, pauses and cross-fades):
+    ``start_s`` is where its first sample landed, ``end_s`` where its last one did (neighbours
+    joined by a cross-fade overlap by its length). ``turn`` and ``voice`` say which dialogue
+    turn it belongs to (None outside a dialogue).
+    """
+
+    index: int
+    start_s: float
+    end_s: float
+    text: str
+    turn: int | None = None
+    voice: str | None = None
+
+
 @dataclass
 class AudioChunk:
     """One piece of a waveform; concatenated in ``index`` order the chunks are the whole answer.
@@ -34,6 +52,7 @@ class AudioChunk:
     last: bool = False
     tokens: int = 0
     timings: dict[str, float] = field(default_factory=dict)
+    captions: tuple[Caption, ...] = ()  # pieces whose end is known by the end of this chunk
 
     @property
     def duration_s(self) -> float:
@@ -49,6 +68,7 @@ class Synthesis:
     generated_tokens: int
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
     iterations: int = 1
+    captions: list[Caption] = field(default_factory=list)
 
     @property
     def duration_s(self) -> float:
@@ -69,6 +89,7 @@ class JobStream(Iterator[AudioChunk]):
         self.kind = kind
         self.tokens = 0
         self.timings: dict[str, float] = {}
+        self.captions: list[Caption] = []
 
     def __iter__(self) -> "JobStream":
         return self
@@ -77,6 +98,7 @@ class JobStream(Iterator[AudioChunk]):
         chunk = next(self._chunks)
         self.tokens += chunk.tokens
         add_timings(self.timings, chunk.timings)
+        self.captions.extend(chunk.captions)
         return chunk
 
     def close(self) -> None:
@@ -92,4 +114,4 @@ class JobStream(Iterator[AudioChunk]):
             self.close()
         samples = np.concatenate(pieces) if pieces else np.zeros(0, np.float32)
         return Synthesis(samples.astype(np.float32, copy=False), self.sample_rate, self.tokens, dict(self.timings),
-                         self.iterations)
+                         self.iterations, list(self.captions))
