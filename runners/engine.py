@@ -186,8 +186,10 @@ class EditXEngine(EngineLifecycle):
                     ahead.start(p, step)
                 yield None  # type: ignore[misc]  # primed: the caller gets the stream from here on
                 joiner = CrossfadeJoiner(DECODER_RATE, fade_s=FADE_S)
-                lead = np.zeros(int(round(plan.lead_s * DECODER_RATE)), np.float32)
-                if (chunk := out.take(lead, 0, {})) is not None:
+                # A long recording's silence before its first piece and after its last one, kept; joined like a
+                # piece, so the speech fades in and out of it.
+                lead = joiner.add(np.zeros(int(round(plan.lead_s * DECODER_RATE)), np.float32))
+                if (chunk := out.take(np.concatenate([lead, joiner.end_segment(0.0)]), 0, {})) is not None:
                     yield chunk
                 for p, part in enumerate(parts):
                     for j, samples, made, timings, done, text in self._part_audio(plan, p, steps, ahead, stream,
@@ -199,11 +201,11 @@ class EditXEngine(EngineLifecycle):
                         spans = len(joiner.spans)
                         rest = joiner.end_segment(part.pause_after_s if done else 0.0)
                         if len(joiner.spans) > spans:
-                            out.caption(joiner.spans[-1], lead.size, text, part)
+                            out.caption(joiner.spans[-1], text, part)
                         if (chunk := out.take(rest, 0, {})) is not None:
                             yield chunk
-                tail = np.zeros(int(round(plan.tail_s * DECODER_RATE)), np.float32)
-                if (chunk := out.take(np.concatenate([joiner.finish(), tail]), 0, {})) is not None:
+                tail = joiner.add(np.zeros(int(round(plan.tail_s * DECODER_RATE)), np.float32))
+                if (chunk := out.take(np.concatenate([tail, joiner.finish()]), 0, {})) is not None:
                     yield chunk
                 progress("done", 1.0)
                 finished = True
@@ -466,6 +468,9 @@ class EditXEngine(EngineLifecycle):
 
         llm = self._parts.llm
         cfg = self.config
+        restrict = getattr(llm.model, "restrict_logits", None)
+        if restrict is not None:  # before any CUDA graph is captured
+            restrict(self.gen.allowed_ids(llm.eos_id))
         decode = decode_function(llm, cuda_graphs_mode(cfg.llm_quantization, cfg.cuda_graphs), cfg.max_batch)
         runner = LLMRunner(llm, cfg.max_batch, cfg.max_total_tokens, decode=decode,
                            prefix_tokens=cfg.prefix_cache_tokens)
@@ -601,9 +606,9 @@ class _Output:
             self._engine.events.first_chunk(time.perf_counter() - self._started)
         return self._chunk(samples, last=False)
 
-    def caption(self, span: tuple[int, int], offset: int, text: str, part: Part) -> None:
+    def caption(self, span: tuple[int, int], text: str, part: Part) -> None:
         """A sentence (or piece) whose place in the output is now known."""
-        start, end = (offset + span[0]) / DECODER_RATE, (offset + span[1]) / DECODER_RATE
+        start, end = span[0] / DECODER_RATE, span[1] / DECODER_RATE
         self._captions.append(Caption(self._count, round(start, 3), round(end, 3), text, part.turn, part.voice))
         self._count += 1
 
