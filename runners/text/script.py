@@ -98,7 +98,8 @@ def parse_script(text: str, field_name: str = "script") -> tuple[Turn, ...]:
         if not NAME_PATTERN.fullmatch(voice):
             raise fail(
                 n,
-                f"{inner!r} is not a voice id (1–64 characters of A–Z, a–z, 0–9, '_' and '-'): {_EXPECTED_TURN}",
+                f"{inner!r} is not a voice id (1–64 characters of A–Z, a–z, 0–9, '_' and '-'): "
+                f"{_EXPECTED_TURN}",
             )
         edits = ()
         if rest.startswith("("):
