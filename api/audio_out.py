@@ -292,7 +292,7 @@ def sse_events(pieces: Iterable[bytes], done: Callable[[], BaseModel]) -> Iterat
 # ------------------------------------------------------------------ captioned answers
 def sse_event(event: BaseModel) -> bytes:
     """One server-sent event: ``data: <json>`` and a blank line (the event's ``type`` names it)."""
-    return f"data: {event.model_dump_json()}\n\n".encode()
+    return f"data: {json.dumps(event.model_dump(mode='json'))}\n\n".encode()
 
 
 def captioned_body(syn: Synthesis, fmt: str, captions: CaptionFormat) -> CaptionedAudio:
