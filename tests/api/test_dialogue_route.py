@@ -234,6 +234,14 @@ def test_speech_captions_whole_and_streamed(client: TestClient) -> None:
     done = evts[-1]
     assert done["type"] == "speech.audio.done" and done["usage"]["output_tokens"] == done["tokens"] > 0
     assert audio_of(evts)[:3] in (b"ID3", b"\xff\xfb", b"\xff\xf3") or audio_of(evts)[0] == 0xFF
+    # flac is made whole, then sent as events all the same: its one delta, the captions, done.
+    r = client.post("/v1/audio/speech", json={**req, "response_format": "flac", "captions": "srt",
+                                              "stream_format": "sse"})
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream"), r.text
+    evts = events(r.content)
+    assert [e["type"] for e in evts][0] == "speech.audio.delta" and evts[-1]["type"] == "speech.audio.done"
+    assert samples(audio_of(evts)).size / 24000 == pytest.approx(evts[-1]["duration_s"], abs=1e-3)
+    assert " ".join(c.text for c in parse_srt(evts[-1]["captions"])) == req["input"]
 
 
 def test_the_docs_describe_the_dialogue_route(client: TestClient) -> None:
