@@ -59,12 +59,17 @@ class BodySpec:
 
 
 def bentoml_body_specs(apis: Iterable[Any]) -> dict[str, BodySpec]:
-    """The BentoML APIs' routes (``api.route``, ``api.input_spec``) as multipart bodies checked against their model."""
+    """The BentoML APIs' routes (``api.route``, ``api.input_spec``) as multipart bodies checked against their model.
+
+    A task (``@bentoml.task``) also takes that body at ``route/submit``.
+    """
     out: dict[str, BodySpec] = {}
     for api in apis:
         model = api.input_spec
         out[api.route] = BodySpec("multipart", frozenset(model.model_fields),
                                   frozenset(model.multipart_fields), model)
+        if getattr(api, "is_task", False):  # a task's submit route takes the same body (api.native.tasks)
+            out[f"{api.route}/submit"] = out[api.route]
     return out
 
 
