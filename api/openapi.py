@@ -48,7 +48,7 @@ def _statuses(path: str, method: str, op: dict[str, Any], body_routes: Mapping[s
         out += [415, 503]
     elif path.startswith("/v1/") and method in _WORK_METHODS:
         out.append(503)
-    if path in ("/v1/audio/speech", "/clone") or "{" in path:
+    if path in ("/v1/audio/speech", "/clone", "/tasks/clone") or "{" in path:
         out.append(404)  # an unknown voice (or model)
     action = path.rpartition("/")[2]
     if path in task_paths and action != "submit":
