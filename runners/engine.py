@@ -22,6 +22,7 @@ import logging
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,17 +36,17 @@ from runners.decoder_worker import DecoderEvents, DecoderStats, DecoderWorker
 from runners.text.vocab import VOCABULARY, EditVocabulary
 from runners.errors import EngineUnavailableError
 from runners.events import EngineEvents
-from runners.jobs import CloneJob, EditJob, EditPass, Job, Progress, no_progress, step_seed
+from runners.jobs import CloneJob, DialogueJob, EditJob, EditPass, Job, Progress, no_progress, step_seed
 from runners.lifecycle import EngineLifecycle
 from runners.models.store import ModelPaths, resolve_model_root
-from runners.pipeline.chunks import STAGES, AudioChunk, JobStream, Synthesis, add_timings
-from runners.pipeline.crossfade import CrossfadeJoiner
+from runners.pipeline.chunks import STAGES, AudioChunk, Caption, JobStream, Synthesis, add_timings
+from runners.pipeline.crossfade import CrossfadeJoiner, join_with_crossfade
 from runners.pipeline.generate import Generator
+from runners.pipeline.plan import Part, Plan, cut_recording, plan_job
 from runners.pipeline.prepare import PreparedAudio, Preparer
 from runners.pipeline.synthesize import Synthesizer
 from runners.prompt_cache import PromptCache
 from runners.scheduler import EngineLoop, GenerationRequest, LLMRunner, Scheduler, SchedulerOutput, SchedulerStats
-from runners.models.decoder.token2wav import check_speed
 from runners.models.asr import DetailedTranscription, Transcriber, TranscriberConfig, Transcription
 from runners.voices import Voice, VoiceRegistry
 
@@ -70,31 +71,25 @@ class ModelParts:
 
 
 @dataclass
-class _Plan:
-    """A job after its checks: an optional clone, then edit passes on ``source`` or on the clone."""
-
-    job: Job
-    clone: CloneJob | None
-    source: Audio | None
-    source_text: str | None
-    edits: list[EditPass]
-    seed: int | None
-
-    @property
-    def steps(self) -> int:
-        return (1 if self.clone else 0) + len(self.edits)
-
-
-@dataclass
 class _Step:
-    """One step of a job, queued: its prompt features, its requests (a clone's sentences) and seeds."""
+    """One step of one part, queued: its prompt features, its requests (a clone's sentences), seeds and texts."""
 
     prompt: PreparedAudio
     requests: list[GenerationRequest]
     seeds: list[int | None]
+    texts: list[str]  # what each request says (the captions' text)
     speed: float
     transcript: str | None  # what the step's output says (the next edit quotes it)
     pending: dict[str, float] = field(default_factory=dict)  # stage seconds not yet reported on a chunk
+    llm_mark: float = 0.0  # LLM waits are counted up to here (the step's requests are awaited in parallel)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def llm_seconds(self, began: float, ended: float) -> float:
+        """The part of a wait for ids not counted yet: waits overlap when sentences decode in parallel."""
+        with self.lock:
+            counted = max(0.0, ended - max(began, self.llm_mark))
+            self.llm_mark = max(self.llm_mark, ended)
+            return counted
 
 
 class EditXEngine(EngineLifecycle):
@@ -126,10 +121,10 @@ class EditXEngine(EngineLifecycle):
         request raises here. Closing the stream aborts the job; setting ``cancel`` too, within
         one engine step.
         """
-        plan = self._plan(job)
+        plan = plan_job(self.prep, self.config, job)
         chunks = self._chunks(plan, stream, progress, cancel)
-        next(chunks)  # runs up to the queueing of the first step
-        return JobStream(chunks, DECODER_RATE, plan.steps, job.kind)
+        next(chunks)  # runs up to the queueing of the first steps
+        return JobStream(chunks, DECODER_RATE, plan.iterations, job.kind)
 
     def clone(self, prompt_audio: Audio | None, prompt_text: str | None, target_text: str, seed: int | None = None,
               progress: Progress = no_progress, *, speed: float = 1.0, voice: str | None = None,
@@ -161,87 +156,147 @@ class EditXEngine(EngineLifecycle):
         return self.run(job, stream=True, progress=progress, cancel=cancel)
 
     # ------------------------------------------------------- the one pipeline
-    def _plan(self, job: Job) -> _Plan:
-        """Everything that can be checked without the model, checked once (errors name the field)."""
-        prep = self.prep
-        if isinstance(job, CloneJob):
-            prep.check_voice_choice(job.voice, job.prompt)
-            if job.prompt is not None:
-                prep.check_audio(job.prompt, "prompt_audio")
-                if not (job.prompt_text or "").strip():
-                    prep.check_transcribable("prompt_text")
-            text = prep.check_clone_text(job.text)
-            check_speed(job.speed)
-            edits = [prep.check_edit(e) for e in job.edits]
-            if edits:
-                prep.check_passes(len(edits), "instructions")
-            clone = CloneJob(text, job.prompt, job.prompt_text, job.voice, job.seed, float(job.speed), tuple(edits))
-            return _Plan(job, clone, None, None, edits, job.seed)
-        prep.check_audio(job.audio, "audio")
-        edit = prep.check_edit(job.edit)
-        prep.check_passes(job.passes)
-        text = prep.check_text(job.audio_text, "audio_text", required=False)
-        if not text and VOCABULARY.spec(edit.edit_type).needs_transcript:
-            prep.check_transcribable("audio_text")
-        return _Plan(job, None, job.audio, text or None, [edit] * job.passes, job.seed)
-
-    def _chunks(self, plan: _Plan, stream: bool, progress: Progress,
+    def _chunks(self, plan: Plan, stream: bool, progress: Progress,
                 cancel: threading.Event | None) -> Iterator[AudioChunk]:
-        """The job's steps in order; only the last one's audio leaves (the others are edited again).
+        """The parts' audio in order, joined with the silence each asks for after it.
 
-        Codec ids and stage seconds ride on the next chunk that carries audio (the last chunk
-        takes what is left), so the chunks add up to the whole job.
+        The first steps of all parts are queued together (one scheduler job); their whole
+        decodes run ahead in threads so the decoder worker batches them, while the answer goes
+        out in order. With ``stream`` the first part's last step streams as it is made. Codec
+        ids, stage seconds and captions ride on the next chunk that carries audio (the last
+        chunk takes what is left), so the chunks add up to the whole job.
         """
         started = time.perf_counter()
-        totals: dict[str, float] = {}
-        carry_timings: dict[str, float] = {}
-        carry_tokens = index = tokens = samples_out = 0
+        stop = cancel if cancel is not None else threading.Event()
+        out = _Output(self, stream, started)
+        finished = False
+        ahead: _DecodesAhead | None = None
+        steps: list[_Step | None] = []
         with self._busy():
-            step = self._start(plan, 0, progress)
-            yield None  # type: ignore[misc]  # primed: the caller gets the stream from here on
             try:
-                for k in range(plan.steps - 1):  # an edit follows: this step's audio must be whole
-                    samples, made = self._collect(step, plan, k, progress, cancel, carry_timings)
-                    carry_tokens += made
-                    tokens += made
-                    step = self._start(plan, k + 1, progress, Audio(torch.from_numpy(samples), DECODER_RATE),
-                                       step.transcript)
-                for samples, made, timings in self._pieces(step, plan, plan.steps - 1, stream, progress, cancel):
-                    add_timings(carry_timings, timings)
-                    carry_tokens += made
-                    tokens += made
-                    samples_out += samples.size
-                    if samples.size == 0:
-                        continue
-                    if index == 0 and stream:
-                        self.events.first_chunk(time.perf_counter() - started)
-                    add_timings(totals, carry_timings)
-                    yield AudioChunk(samples, DECODER_RATE, index, tokens=carry_tokens, timings=carry_timings)
-                    index, carry_tokens, carry_timings = index + 1, 0, {}
+                if plan.long_edit:
+                    cut_recording(self.prep, plan, progress)
+                parts = plan.parts
+                steps = [None if part.unchanged else self._prepare(plan, p, 0, progress) for p, part in enumerate(parts)]
+                self._submit([s for s in steps if s is not None])
+                streamed = [stream and p == 0 and part.steps == 1 for p, part in enumerate(parts)]
+                early = [(p, s) for p, s in enumerate(steps) if s is not None and not streamed[p]]
+                ahead = _DecodesAhead(self, stop, sum(len(s.requests) for _, s in early))
+                for p, step in early:
+                    ahead.start(p, step)
+                yield None  # type: ignore[misc]  # primed: the caller gets the stream from here on
+                joiner = CrossfadeJoiner(DECODER_RATE, fade_s=FADE_S)
+                lead = np.zeros(int(round(plan.lead_s * DECODER_RATE)), np.float32)
+                if (chunk := out.take(lead, 0, {})) is not None:
+                    yield chunk
+                for p, part in enumerate(parts):
+                    for j, samples, made, timings, done, text in self._part_audio(plan, p, steps, ahead, stream,
+                                                                                  progress, stop):
+                        if (chunk := out.take(joiner.add(samples), made, timings)) is not None:
+                            yield chunk
+                        if done is None:
+                            continue
+                        spans = len(joiner.spans)
+                        rest = joiner.end_segment(part.pause_after_s if done else 0.0)
+                        if len(joiner.spans) > spans:
+                            out.caption(joiner.spans[-1], lead.size, text, part)
+                        if (chunk := out.take(rest, 0, {})) is not None:
+                            yield chunk
+                tail = np.zeros(int(round(plan.tail_s * DECODER_RATE)), np.float32)
+                if (chunk := out.take(np.concatenate([joiner.finish(), tail]), 0, {})) is not None:
+                    yield chunk
                 progress("done", 1.0)
+                finished = True
             finally:
-                self.gen.abort(step.requests)
-        add_timings(totals, carry_timings)
-        yield AudioChunk(np.zeros(0, np.float32), DECODER_RATE, index, last=True, tokens=carry_tokens,
-                         timings=carry_timings)
+                if not finished:
+                    stop.set()
+                if ahead is not None:
+                    ahead.close()
+                self.gen.abort([r for s in steps if s is not None for r in s.requests])
+        yield out.last()
         for stage in STAGES:
-            if stage in totals:
-                self.events.stage(stage, totals[stage])
-        _log_job(plan, stream, samples_out / DECODER_RATE, tokens, totals, time.perf_counter() - started)
+            if stage in out.totals:
+                self.events.stage(stage, out.totals[stage])
+        _log_job(plan, stream, out.samples / DECODER_RATE, out.tokens, out.totals, time.perf_counter() - started)
 
-    def _start(self, plan: _Plan, k: int, progress: Progress, audio: Audio | None = None,
-               transcript: str | None = None) -> _Step:
-        """Prepare step ``k`` and queue its prompts (a clone's sentences go in together)."""
-        prep, n = self.prep, plan.steps
-        tag = f"pass {k + 1}/{n}: " if n > 1 else ""
-        clone = plan.clone if k == 0 else None
+    def _part_audio(self, plan: Plan, p: int, steps: list["_Step | None"], ahead: "_DecodesAhead", stream: bool,
+                    progress: Progress, stop: threading.Event,
+                    ) -> Iterator[tuple[int, np.ndarray, int, dict[str, float], bool | None, str]]:
+        """(sentence, samples, codec ids, stage seconds, end, text) of part ``p``'s last step.
+
+        ``end`` is None while a sentence goes on, False at the end of a sentence, True at the end
+        of the part. Earlier steps (a clone before its edit passes) are decoded whole and edited.
+        """
+        part = plan.parts[p]
+        if part.unchanged:  # nothing heard to edit: the piece as it was
+            assert part.source is not None
+            yield 0, part.source.resampled(DECODER_RATE).samples.numpy(), 0, {}, True, part.source_text or ""
+            return
+        step = steps[p]
+        assert step is not None
+        early = ahead.take(p)
+        for k in range(part.steps - 1):  # an edit follows: this step's audio must be whole
+            pieces, made, spent = [], 0, dict(step.pending)
+            for j in range(len(step.requests)):
+                samples, count, timings = self._whole_sentence(plan, p, k, step, j, early, progress, stop)
+                pieces.append(samples)
+                made += count
+                add_timings(spent, timings)
+            audio = Audio(torch.from_numpy(join_with_crossfade(pieces, DECODER_RATE, FADE_S)), DECODER_RATE)
+            step = self._prepare(plan, p, k + 1, progress, audio, step.transcript)
+            self._submit([step])
+            steps[p] = step
+            add_timings(step.pending, spent)
+            yield 0, np.zeros(0, np.float32), made, {}, None, ""
+            early = None
+        k = part.steps - 1
+        last = len(step.requests) - 1
+        pending = step.pending
+        for j, (request, seed) in enumerate(zip(step.requests, step.seeds)):
+            if stream and p == 0:
+                counted = _Counted(self.gen.codec_ids(request, stop))
+                for samples, timings in self.synth.streamed(counted, step.prompt, seed, step.speed):
+                    add_timings(pending, timings)
+                    pending["llm"] = pending.get("llm", 0.0) + counted.take_wait()
+                    yield j, samples, counted.take_count(), pending, None, step.texts[j]
+                    pending = {}
+            else:
+                samples, made, timings = self._whole_sentence(plan, p, k, step, j, early, progress, stop)
+                add_timings(pending, timings)
+                yield j, samples, made, pending, None, step.texts[j]
+                pending = {}
+            yield j, np.zeros(0, np.float32), 0, pending, j == last, step.texts[j]
+            pending = {}
+
+    def _whole_sentence(self, plan: Plan, p: int, k: int, step: "_Step", j: int, early: "list[Future] | None",
+                        progress: Progress, stop: threading.Event) -> tuple[np.ndarray, int, dict[str, float]]:
+        """Sentence ``j`` of a step decoded whole: from the decodes run ahead, or here."""
+        progress(f"{_tag(plan, p, k)}decoding waveform", _fraction(plan, p, k, 0.3 + 0.7 * (j + 0.5) / len(step.requests)))
+        if early is not None:
+            return early[j].result()
+        return self._decode_whole(step, j, stop)
+
+    def _decode_whole(self, step: "_Step", j: int, stop: threading.Event) -> tuple[np.ndarray, int, dict[str, float]]:
+        """Wait for request ``j``'s ids, then decode them at once (the decoder worker batches concurrent ones)."""
+        began = time.perf_counter()
+        codec_ids = [i for chunk in self.gen.codec_ids(step.requests[j], stop) for i in chunk]
+        llm = step.llm_seconds(began, time.perf_counter())
+        samples, timings = self.synth.whole(codec_ids, step.prompt, step.seeds[j], step.speed, stop)
+        return samples, len(codec_ids), {"llm": llm, **timings}
+
+    def _prepare(self, plan: Plan, p: int, k: int, progress: Progress, audio: Audio | None = None,
+                 transcript: str | None = None) -> "_Step":
+        """Step ``k`` of part ``p``, ready to queue: features and prompt ids (a clone's sentences each)."""
+        prep, part = self.prep, plan.parts[p]
+        tag = _tag(plan, p, k)
+        clone = part.clone if k == 0 else None
         if clone is not None:
             progress("loading model", 0.0)
             prompt_audio, prompt_text = prep.voice_prompt(clone.voice, clone.prompt, clone.prompt_text)
             if not (prompt_text or "").strip():
                 progress("transcribing prompt audio", 0.0)
             prompt_text = prep.transcript(prompt_text, prompt_audio, "prompt_text")
-            progress(f"{tag}tokenizing prompt audio", 0.1 / n)
+            progress(f"{tag}tokenizing prompt audio", _fraction(plan, p, k, 0.1))
             t = time.perf_counter()
             prompt = prep.features(prompt_audio)
             sentences = prep.sentences(clone.text)
@@ -250,69 +305,39 @@ class EditXEngine(EngineLifecycle):
             if len(sentences) > 1:
                 log.info("clone text of %d characters split into %d sentences, generated together",
                          len(clone.text), len(sentences))
-            seeds = [step_seed(plan.seed, j) for j in range(len(prompts))]
-            speed, said = clone.speed, clone.text
+            seeds = [step_seed(part.seed, j) for j in range(len(prompts))]
+            speed, said, texts = clone.speed, clone.text, sentences
         else:
-            edit = plan.edits[k - (1 if plan.clone else 0)]
-            audio = plan.source if audio is None else audio
+            edit = part.edits[k - (1 if part.clone else 0)]
+            audio = part.source if audio is None else audio
             assert audio is not None
-            said = plan.source_text if transcript is None else transcript
+            said = part.source_text if transcript is None else transcript
             if VOCABULARY.spec(edit.edit_type).needs_transcript:
                 if not (said or "").strip():
-                    progress("transcribing input audio", k / n)
+                    progress("transcribing input audio", _fraction(plan, p, k, 0.0))
                 said = prep.transcript(said, audio, "audio_text")
-            progress(f"{tag}tokenizing audio", k / n)
+            progress(f"{tag}tokenizing audio", _fraction(plan, p, k, 0.0))
             t = time.perf_counter()
             prompt = prep.features(audio)
             prompts = [prep.edit_prompt_ids(prompt, said, edit)]
             prepared = time.perf_counter() - t
-            seeds, speed = [step_seed(plan.seed, k)], 1.0
+            seeds, speed = [step_seed(part.seed, k)], 1.0
             if edit.edit_type == "paralinguistic":  # the next pass edits what is said now
                 said = edit.target_text
-        progress(f"{tag}generating speech tokens", (k + 0.3) / n)
-        requests = self.gen.submit([self.gen.request(ids, seed) for ids, seed in zip(prompts, seeds)])
-        return _Step(prompt, requests, seeds, speed, said, {"prepare": prepared})
+            texts = [said or ""]
+        progress(f"{tag}generating speech tokens", _fraction(plan, p, k, 0.3))
+        requests = [self.gen.request(ids, seed) for ids, seed in zip(prompts, seeds)]
+        return _Step(prompt, requests, seeds, texts, speed, said, {"prepare": prepared})
 
-    def _pieces(self, step: _Step, plan: _Plan, k: int, stream: bool, progress: Progress,
-                cancel: threading.Event | None) -> Iterator[tuple[np.ndarray, int, dict[str, float]]]:
-        """(samples, codec ids, stage seconds) of one step, its sentences joined by the one cross-fade."""
-        joiner = CrossfadeJoiner(DECODER_RATE, fade_s=FADE_S)
-        n = plan.steps
-        pending, made = step.pending, 0
-        for j, (request, seed) in enumerate(zip(step.requests, step.seeds)):
-            ids = self.gen.codec_ids(request, cancel)
-            if stream:
-                counted = _Counted(ids)
-                for samples, timings in self.synth.streamed(counted, step.prompt, seed, step.speed):
-                    add_timings(pending, timings)
-                    pending["llm"] = pending.get("llm", 0.0) + counted.take_wait()
-                    out = joiner.add(samples)
-                    yield out, counted.take_count(), pending
-                    pending = {}
-            else:
-                t = time.perf_counter()
-                codec_ids = [i for chunk in ids for i in chunk]
-                add_timings(pending, {"llm": time.perf_counter() - t})
-                progress(f"{'pass %d/%d: ' % (k + 1, n) if n > 1 else ''}decoding waveform",
-                         (k + 0.3 + 0.7 * (j + 0.5) / len(step.requests)) / n)
-                samples, timings = self.synth.whole(codec_ids, step.prompt, seed, step.speed, cancel)
-                add_timings(pending, timings)
-                made += len(codec_ids)
-                yield joiner.add(samples), made, pending
-                pending, made = {}, 0
-            yield joiner.end_segment(), 0, {}
-        yield joiner.finish(), 0, pending
-
-    def _collect(self, step: _Step, plan: _Plan, k: int, progress: Progress, cancel: threading.Event | None,
-                 timings: dict[str, float]) -> tuple[np.ndarray, int]:
-        """A step's whole audio (another step edits it) and its codec id count; its seconds go to ``timings``."""
-        pieces, made = [], 0
-        for samples, count, spent in self._pieces(step, plan, k, False, progress, cancel):
-            pieces.append(samples)
-            made += count
-            add_timings(timings, spent)
-        self.gen.abort(step.requests)
-        return np.concatenate(pieces).astype(np.float32), made
+    def _submit(self, steps: list["_Step"]) -> None:
+        """Queue the requests of ``steps`` as one scheduler job (one queue place, fed in order)."""
+        flat = [r for s in steps for r in s.requests]
+        if not flat:
+            return
+        queued = self.gen.submit(flat)
+        i = 0
+        for s in steps:
+            s.requests, i = queued[i:i + len(s.requests)], i + len(s.requests)
 
     # ------------------------------------------------------------ other work
     def transcribe(self, audio: Audio, language: str | None = None) -> Transcription:
@@ -548,6 +573,94 @@ class EditXEngine(EngineLifecycle):
         return llm_status(self.config.llm_quantization, getattr(llm, "model", None), self.config.idle_action)
 
 
+class _Output:
+    """The chunks a job sends: numbered, carrying the ids, seconds and captions since the previous one."""
+
+    def __init__(self, engine: EditXEngine, stream: bool, started: float) -> None:
+        self._engine = engine
+        self._stream = stream
+        self._started = started
+        self.index = 0
+        self.samples = 0  # output samples so far
+        self.tokens = 0  # codec ids made so far
+        self.totals: dict[str, float] = {}  # stage seconds of the chunks sent
+        self._tokens = 0
+        self._timings: dict[str, float] = {}
+        self._captions: list[Caption] = []
+        self._count = 0
+
+    def take(self, samples: np.ndarray, made: int, timings: dict[str, float]) -> AudioChunk | None:
+        """The next chunk when ``samples`` holds audio; otherwise the ids and seconds wait for one that does."""
+        add_timings(self._timings, timings)
+        self._tokens += made
+        self.tokens += made
+        self.samples += samples.size
+        if samples.size == 0:
+            return None
+        if self.index == 0 and self._stream:
+            self._engine.events.first_chunk(time.perf_counter() - self._started)
+        return self._chunk(samples, last=False)
+
+    def caption(self, span: tuple[int, int], offset: int, text: str, part: Part) -> None:
+        """A sentence (or piece) whose place in the output is now known."""
+        start, end = (offset + span[0]) / DECODER_RATE, (offset + span[1]) / DECODER_RATE
+        self._captions.append(Caption(self._count, round(start, 3), round(end, 3), text, part.turn, part.voice))
+        self._count += 1
+
+    def last(self) -> AudioChunk:
+        return self._chunk(np.zeros(0, np.float32), last=True)
+
+    def _chunk(self, samples: np.ndarray, last: bool) -> AudioChunk:
+        add_timings(self.totals, self._timings)
+        chunk = AudioChunk(samples, DECODER_RATE, self.index, last=last, tokens=self._tokens, timings=self._timings,
+                           captions=tuple(self._captions))
+        self.index += 0 if last else 1
+        self._tokens, self._timings, self._captions = 0, {}, []
+        return chunk
+
+
+class _DecodesAhead:
+    """Whole decodes of queued steps, run in threads as their ids complete.
+
+    The decoder worker batches what runs at once, so a dialogue's turns (and a long text's
+    sentences, a long recording's pieces) decode together while the answer is still being
+    sent in order. ``stop`` drops what is queued; the threads end with their requests.
+    """
+
+    def __init__(self, engine: EditXEngine, stop: threading.Event, requests: int) -> None:
+        self._engine = engine
+        self._stop = stop
+        self._threads = max(1, min(requests, engine.config.decoder_batch))
+        self._pool: ThreadPoolExecutor | None = None
+        self._futures: dict[int, list[Future]] = {}
+
+    def start(self, part: int, step: _Step) -> None:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self._threads, thread_name_prefix="editx-decode")
+        self._futures[part] = [self._pool.submit(self._engine._decode_whole, step, j, self._stop)
+                               for j in range(len(step.requests))]
+
+    def take(self, part: int) -> list[Future] | None:
+        """The futures of a part's first step (None when it was not run ahead)."""
+        return self._futures.pop(part, None)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _tag(plan: Plan, p: int, k: int) -> str:
+    """How progress names step ``k`` of part ``p``: ``turn 2/8: pass 1/2: `` (nothing for one step)."""
+    part, n = plan.parts[p], len(plan.parts)
+    tag = f"{plan.noun} {p + 1}/{n}: " if n > 1 else ""
+    return tag + (f"pass {k + 1}/{part.steps}: " if part.steps > 1 else "")
+
+
+def _fraction(plan: Plan, p: int, k: int, within: float) -> float:
+    """Share of the job done at ``within`` (0..1) of step ``k`` of part ``p``."""
+    return (p + (k + within) / max(plan.parts[p].steps, 1)) / max(len(plan.parts), 1)
+
+
 class _DecoderEvents(DecoderEvents):
     """The decoder worker's batches, passed on to the engine's events (the engine's may be replaced)."""
 
@@ -584,14 +697,21 @@ class _Counted(Iterator[list[int]]):
         return wait
 
 
-def _log_job(plan: _Plan, stream: bool, audio_s: float, tokens: int, timings: dict[str, float],
+def _log_job(plan: Plan, stream: bool, audio_s: float, tokens: int, timings: dict[str, float],
              wall_s: float) -> None:
     """One line per finished job, with the time of every stage (the UI log panel shows it)."""
-    what = "clone" if plan.clone else "edit"
-    if plan.edits and privacy.enabled():
-        what += " " + ", ".join(e.label() for e in plan.edits)
-    elif plan.edits:
-        what += f" + {len(plan.edits)} edit pass(es)" if plan.clone else f" {plan.edits[0].edit_type}"
+    job = plan.job
+    if isinstance(job, DialogueJob):
+        what = f"dialogue of {len(job.turns)} turns"
+    else:
+        edits = list(job.edits) if isinstance(job, CloneJob) else [job.edit] * job.passes
+        what = "clone" if isinstance(job, CloneJob) else "edit"
+        if edits and privacy.enabled():
+            what += " " + ", ".join(e.label() for e in edits)
+        elif edits:
+            what += f" + {len(edits)} edit pass(es)" if isinstance(job, CloneJob) else f" {edits[0].edit_type}"
+        if plan.long_edit:
+            what += f" in {len(plan.parts)} pieces"
     stages = ", ".join(f"{k} {v:.2f} s" for k, v in timings.items())
     log.info("%s%s: %.2f s of audio, %d tokens, %d step(s) in %.2f s (%s)", what, " (streamed)" if stream else "",
              audio_s, tokens, plan.steps, wall_s, stages, extra={"stage": "request", "seconds": round(wall_s, 3)})

@@ -36,6 +36,18 @@ def step_seed(seed: int | None, k: int) -> int | None:
     return None if seed is None else (seed + k) % 2**32
 
 
+PART_SEED_STRIDE = 1000  # seeds apart of consecutive parts of one job (a clone's sentences stay below it)
+
+
+def part_seed(seed: int | None, part: int) -> int | None:
+    """The seed of part ``part`` of a job made of parts (a dialogue's turns, a long recording's pieces).
+
+    ``seed + 1000·part``, and within the part :func:`step_seed` as for any job: part 0 of a
+    seeded dialogue sounds exactly like the clone of that turn with the same seed.
+    """
+    return step_seed(seed, PART_SEED_STRIDE * part)
+
+
 @dataclass(frozen=True)
 class EditPass:
     """One edit applied to the audio made so far."""

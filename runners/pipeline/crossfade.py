@@ -57,12 +57,15 @@ class CrossfadeJoiner:
     Feed each sentence's pieces with :meth:`add` and close it with :meth:`end_segment`; every call
     returns the samples that are final now (the last ``fade_s`` of the output wait for the next
     sentence's head). Everything returned, concatenated with :meth:`finish`, equals
-    ``join_with_crossfade(sentences, …)``.
+    ``join_with_crossfade(sentences, …)``. Each join may have its own gap (a dialogue's pauses
+    between turns, cross-fades between a turn's sentences), and :attr:`spans` says where every
+    segment landed in the output: what captions are made of.
     """
 
     def __init__(self, sample_rate: int, fade_s: float = 0.02, gap_s: float = 0.0) -> None:
         if fade_s < 0 or gap_s < 0:
             raise ValueError("fade_s and gap_s must be ≥ 0")
+        self._rate = sample_rate
         self.fade = int(round(fade_s * sample_rate))
         self.gap = int(round(gap_s * sample_rate))
         self._held = np.zeros(0, dtype=np.float32)  # the newest output samples, not sent yet
@@ -70,26 +73,38 @@ class CrossfadeJoiner:
         self._head: list[np.ndarray] = []  # start of a sentence that still has to be joined to the output
         self._joining = False  # the current sentence follows earlier output and is not joined yet
         self._segment_len = 0
+        self._next_gap = self.gap  # silence before the segment that starts next
+        self._start = 0  # where the current segment's first sample landed in the output
+        self.spans: list[tuple[int, int]] = []  # (first, one past last) output sample of every closed segment
 
     def add(self, samples: np.ndarray) -> np.ndarray:
         """More samples of the current sentence; returns the samples that can be sent now."""
         x = np.asarray(samples, dtype=np.float32).reshape(-1)
         if not x.size:
             return np.zeros(0, dtype=np.float32)
+        first = self._segment_len == 0
         self._segment_len += x.size
         if self._joining:
             self._head.append(x)
             if sum(h.size for h in self._head) < self.fade:
                 return np.zeros(0, dtype=np.float32)
             return self._join()
+        if first:
+            self._start = self._out_len
         self._out_len += x.size
         return self._release(np.concatenate([self._held, x]))
 
-    def end_segment(self) -> np.ndarray:
-        """The current sentence is complete; the next :meth:`add` starts a new one."""
+    def end_segment(self, gap_s: float | None = None) -> np.ndarray:
+        """The current sentence is complete; the next :meth:`add` starts a new one.
+
+        ``gap_s`` is the silence before the next segment (None: the joiner's own ``gap_s``; 0: a
+        cross-fade). A segment that got no samples changes nothing.
+        """
         out = self._join() if self._joining and self._head else np.zeros(0, dtype=np.float32)
         if self._segment_len:
             self._joining = self._out_len > 0
+            self.spans.append((self._start, self._out_len))
+            self._next_gap = self.gap if gap_s is None else int(round(gap_s * self._rate))
         self._segment_len = 0
         return out
 
@@ -105,20 +120,24 @@ class CrossfadeJoiner:
         self._joining = False
         held = self._held
         n = min(self.fade, self._out_len, head.size)
-        if self.gap:
+        gap = self._next_gap
+        if gap:
             held = held.copy()
             head = head.copy()
             if n:
                 ramp = _fade_in(n)
                 held[-n:] *= ramp[::-1]
                 head[:n] *= ramp
-            self._out_len += self.gap + head.size
-            return self._release(np.concatenate([held, np.zeros(self.gap, dtype=np.float32), head]))
+            self._start = self._out_len + gap
+            self._out_len += gap + head.size
+            return self._release(np.concatenate([held, np.zeros(gap, dtype=np.float32), head]))
         if n == 0:
+            self._start = self._out_len
             self._out_len += head.size
             return self._release(np.concatenate([held, head]))
         ramp = _fade_in(n)
         mixed = (held[-n:] * (1.0 - ramp) + head[:n] * ramp).astype(np.float32)
+        self._start = self._out_len - n
         self._out_len += head.size - n
         return self._release(np.concatenate([held[:-n], mixed, head[n:]]))
 
