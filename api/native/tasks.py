@@ -207,7 +207,8 @@ async def edit_task(engine: EditXEngine, store: TaskStore, request: Request | No
     return await run_task(engine, store, request, "edit_task", make, response_format)
 
 
-# HOOK (dialogue): once api/native/dialogue.py has DialogueRequest (turns or script, response_format, seed,
+# HOOK (dialogue): the engine runs DialogueJob (tests/service/test_tasks.py runs one through run_task);
+# once api/native/dialogue.py has DialogueRequest (turns or script, response_format, seed,
 # captions) and a way to turn it into a DialogueJob, the dialogue task is one more body like the two above:
 #
 #     async def dialogue_task(engine, store, request, body: DialogueRequest) -> Response:

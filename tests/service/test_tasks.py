@@ -42,10 +42,11 @@ class Served:
 
 
 @pytest.fixture(scope="module")
-def served(tiny_root: Path) -> Iterator[Served]:
+def served(tiny_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     import uvicorn
 
-    env = service_env(tiny_root) | {"EDITX_TASK_TTL_S": "600", "EDITX_TASK_MAX_MB": "64"}
+    env = service_env(tiny_root) | {"EDITX_TASK_TTL_S": "600", "EDITX_TASK_MAX_MB": "64",
+                                    "EDITX_VOICES_DIR": str(tmp_path_factory.mktemp("task-voices"))}
     with pytest.MonkeyPatch.context() as mp:
         for key, value in env.items():
             mp.setenv(key, value)
@@ -221,3 +222,30 @@ def test_a_clone_task_read_by_bentomls_client(served: Served) -> None:
         assert wait_until(lambda: task.get_status().value == "completed"), task.get_status()
         samples, rate = decode(Path(task.get()).read_bytes())
         assert rate == 24000 and samples.size > 0
+
+
+def test_a_dialogue_job_runs_as_a_task_the_same_way(served: Served) -> None:
+    """The task body does not care which job it runs: a dialogue's progress, audio and captions reach the store."""
+    from types import SimpleNamespace
+
+    import anyio
+
+    from api.native.tasks import run_task
+    from runners.jobs import DialogueJob, Turn
+
+    r = httpx.post(f"{served.url}/v1/audio/voices", files={"audio": ("v.wav", VOICE)},
+                   data={"name": "taskvoice", "text": TEXT}, timeout=120)
+    assert r.status_code == 201, r.text
+    job = DialogueJob((Turn("Hello there.", "taskvoice"), Turn("Hello to you.", "taskvoice")), seed=4)
+    request = SimpleNamespace(state=SimpleNamespace(task_id="dialogue-1"))
+
+    async def make() -> DialogueJob:
+        return job
+
+    store, engine = served.instance.tasks, served.instance.engine
+    anyio.run(run_task, engine, store, request, "dialogue_task", make, "wav")
+    entry = store.result("dialogue-1")
+    assert entry.fraction == 1.0 and entry.result is not None
+    samples, rate = decode(entry.result.body)
+    assert rate == 24000 and samples.size > 0
+    assert [c.turn for c in entry.result.captions] == [0, 1], entry.result.captions
