@@ -358,3 +358,20 @@ def test_readme_dialogue_curl_lines_run_as_pasted(url: str, tmp_path: Path) -> N
     assert "alice: Good morning, Bob." in out and "bob: Morning! Coffee?" in out and " --> " in out  # the SRT
     assert '"type": "speech.caption"' in out and "<v bob>Two." in out and "speech.audio.done" in out  # the stream
     assert "WEBVTT" in out and "Good morning." in out  # the captioned clone
+
+
+def test_readme_long_edit_curl_lines_run_as_pasted(url: str, tmp_path: Path) -> None:
+    """The Long edits block: about 40 s of espeak-ng speech edited in pieces, answered as one WAV."""
+    from tests.readme_snippets import DEFAULT_URL, code_block
+    from tests.speech import require_espeak
+
+    require_espeak()
+    script = "set -euo pipefail\n" + code_block("bash", "long-happy.wav").replace(DEFAULT_URL, url).replace(" | grep", " | tee /dev/stderr | grep")
+    done = subprocess.run(["bash", "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    import soundfile as sf
+
+    assert sf.info(str(tmp_path / "long.wav")).duration > 30  # longer than the model's window
+    samples, rate = decode_any((tmp_path / "long-happy.wav").read_bytes(), "wav")
+    assert rate == 24000 and samples.size > 24000
+    assert "x-editx-iterations: 1" in done.stdout.lower()
