@@ -9,7 +9,7 @@ import numpy as np
 import soundfile as sf
 
 from runners.engine import Synthesis
-from ui.app import write_output
+from ui.outputs import write_output
 
 
 def test_outputs_are_playable_and_only_the_newest_are_kept(tmp_path: Path) -> None:
