@@ -239,7 +239,9 @@ def edit_action(
     if int(n_edit_iter) > 1:
         what += f" ×{int(n_edit_iter)}"
     new_text = target_text.strip() if spec.needs_target_text else transcript
-    return path, [*history, HistoryItem(label=what, path=path, text=new_text or "")], _summary(syn)
+    # A long recording is edited in pieces, one caption each: say so beside the timings.
+    pieces = f"edited in {len(syn.captions)} pieces; " if len(syn.captions) > 1 else ""
+    return path, [*history, HistoryItem(label=what, path=path, text=new_text or "")], pieces + _summary(syn)
 
 
 # ---------------------------------------------------------------- voices
