@@ -512,19 +512,19 @@ def build_ui(get_engine: EngineGetter) -> gr.Blocks:
                 with gr.Row():
                     with gr.Column(scale=3):
                         script_box = gr.Textbox(label="Script", lines=12, max_lines=40, elem_id="editx-script")
-                        with gr.Group():
-                            with gr.Row():
+                        with gr.Row(equal_height=True):
+                            with gr.Column(scale=2, min_width=200):
                                 # Custom values: a voice saved elsewhere (API, another session) before a Refresh.
-                                line_voice = gr.Dropdown([], value=None, label="Voice", allow_custom_value=True,
-                                                         elem_id="editx-line-voice")
-                                line_edits = gr.Dropdown(edit_choices(), value=[], multiselect=True,
-                                                         label="Edits after the line (optional, in order)",
-                                                         elem_id="editx-line-edits")
+                                line_voice = gr.Dropdown([], value=None, label="Voice of the new line",
+                                                         allow_custom_value=True, elem_id="editx-line-voice")
                                 refresh_line_voices_btn = gr.Button("Refresh voices", size="sm",
                                                                     elem_id="editx-refresh-line-voices")
-                            with gr.Row():
-                                line_text = gr.Textbox(label="Line text", lines=1, scale=4, elem_id="editx-line-text")
-                                add_line_btn = gr.Button("Add line", scale=1, elem_id="editx-add-line")
+                            line_edits = gr.Dropdown(edit_choices(), value=[], multiselect=True, scale=3,
+                                                     label="Edits after the line (optional, in order)",
+                                                     elem_id="editx-line-edits")
+                        with gr.Row(equal_height=True):
+                            line_text = gr.Textbox(label="Line text", lines=1, scale=4, elem_id="editx-line-text")
+                            add_line_btn = gr.Button("Add line", scale=1, elem_id="editx-add-line")
                         with gr.Row():
                             dialogue_seed = gr.Number(value=-1, precision=0, minimum=-1,
                                                       label="Seed (-1 = random)", elem_id="editx-dialogue-seed")
