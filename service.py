@@ -5,8 +5,9 @@ process), everything HTTP in ``api`` (the audio APIs' bodies in ``api.native.aud
 the other routes, error mapping, the upload cap, logs), the UI in ``ui``. This file
 declares: the image, the service, the typed audio APIs, the middlewares.
 
-Routes: POST /clone, POST /edit (audio bytes back, metadata in X-EditX-*
-headers), POST /transcribe, GET /status, GET /vocabulary, GET /logs,
+Routes: POST /clone, POST /edit, POST /dialogue (audio bytes back, metadata in
+X-EditX-* headers; with ``captions`` JSON or server-sent events), POST /transcribe,
+GET /status, GET /vocabulary, GET /logs,
 POST /cache/clear, /ui (Gradio), / (Swagger), /docs.json (OpenAPI),
 /healthz /livez /readyz /metrics (BentoML).
 """
@@ -17,7 +18,7 @@ import logging
 import threading
 import tomllib
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import bentoml
 import gradio as gr
@@ -37,7 +38,10 @@ from api.forms import BodySpec, FormGuardMiddleware, bentoml_body_specs, fastapi
 from api.logs import install as install_log_buffer
 from api.openapi import OpenAPIMiddleware
 from api.settings import HttpSettings
+from api.captions import CAPTIONS_DESCRIPTION, CaptionFormat
 from api.native import audio as native_audio
+from api.native import dialogue as native_dialogue
+from api.native.dialogue import DialogueRequest
 from api.uploads import FORM_OVERHEAD_BYTES, UploadLimitMiddleware
 from runners.config import EngineConfig
 from runners.text.vocab import VOCABULARY
@@ -181,12 +185,19 @@ class EditXService:
                                                   "GET /vocabulary, e.g. 'happy' or 'whisper, slower' (as /v1)"),
         stream: bool = Field(False, description="send the audio as it is made (wav with an open-ended header, "
                                                 "pcm, mp3, opus or aac); flac is never streamed"),
+        captions: CaptionFormat | None = Field(None, description=CAPTIONS_DESCRIPTION),
     ) -> Annotated[Path, ContentType("audio/*")]:
         """Speak target_text in the voice of prompt_audio. Returns audio; metadata in X-EditX-* headers."""
         return await native_audio.clone(  # type: ignore[return-value]
             self.engine, current_request(), target_text=target_text, prompt_audio=prompt_audio, voice=voice,
             prompt_text=prompt_text, seed=seed, response_format=response_format, speed=speed,
-            instructions=instructions, stream=stream)
+            instructions=instructions, stream=stream, captions=captions)
+
+    @bentoml.api(route="/dialogue", input_spec=DialogueRequest)
+    async def dialogue(self, **body: Any) -> Annotated[Path, ContentType("audio/*")]:
+        """Speak a dialogue of registered voices as one audio, from `turns` or a `script`; captions on request."""
+        return await native_dialogue.dialogue(  # type: ignore[return-value]
+            self.engine, current_request(), DialogueRequest.model_validate(body))
 
     @bentoml.api(route="/edit")
     async def edit(

@@ -21,8 +21,19 @@ import numpy as np
 from pydantic import BaseModel
 from starlette.responses import Response
 
+from api.captions import (
+    AudioDeltaEvent,
+    CaptionedAudio,
+    CaptionedDoneEvent,
+    CaptionEvent,
+    CaptionFormat,
+    caption_out,
+    cue,
+    render,
+    turn_spans,
+)
 from runners.errors import InvalidInputError
-from runners.pipeline.chunks import JobStream, Synthesis
+from runners.pipeline.chunks import Caption, JobStream, Synthesis
 
 AudioFormat = Literal["mp3", "opus", "aac", "flac", "wav", "pcm"]
 SPEECH_FORMATS: tuple[str, ...] = ("mp3", "opus", "aac", "flac", "wav", "pcm")
@@ -276,3 +287,57 @@ def sse_events(pieces: Iterable[bytes], done: Callable[[], BaseModel]) -> Iterat
         yield f"data: {json.dumps(event)}\n\n".encode()
     final = {"type": "speech.audio.done", "usage": done().model_dump()}
     yield f"data: {json.dumps(final)}\n\n".encode()
+
+
+# ------------------------------------------------------------------ captioned answers
+def sse_event(event: BaseModel) -> bytes:
+    """One server-sent event: ``data: <json>`` and a blank line (the event's ``type`` names it)."""
+    return f"data: {json.dumps(event.model_dump(mode='json'))}\n\n".encode()
+
+
+def captioned_body(syn: Synthesis, fmt: str, captions: CaptionFormat) -> CaptionedAudio:
+    """A whole answer with captions: the encoded file in base64 beside the captions in ``captions``' format."""
+    return CaptionedAudio(audio=base64.b64encode(encode(syn.samples, syn.sample_rate, fmt)).decode(),
+                          response_format=fmt, media_type=MEDIA_TYPES[fmt], sample_rate=syn.sample_rate,
+                          duration_s=round(syn.duration_s, 3), caption_format=captions,
+                          captions=render(syn.captions, captions), turns=turn_spans(syn.captions))
+
+
+def encoded_with_captions(chunks: JobStream, fmt: str) -> Iterator[tuple[bytes, tuple[Caption, ...], int]]:
+    """A job's chunks as (bytes of one ``fmt`` stream, captions ended by then, samples) pieces; closes the job."""
+    encoder = AudioEncoder(fmt, chunks.sample_rate)
+    try:
+        for chunk in chunks:
+            data = encoder.feed(chunk.samples) if chunk.samples.size else b""
+            if data or chunk.captions or chunk.samples.size:
+                yield data, chunk.captions, int(chunk.samples.size)
+        tail = encoder.finish()
+        if tail:
+            yield tail, (), 0
+    finally:
+        chunks.close()
+
+
+def captioned_events(pieces: Iterable[tuple[bytes, tuple[Caption, ...], int]], fmt: str, sample_rate: int,
+                     captions: CaptionFormat, done: Callable[[], tuple[int, BaseModel | None]]) -> Iterator[bytes]:
+    """Server-sent events of a captioned answer, in the order things become known.
+
+    ``speech.audio.delta`` (base64 audio bytes), ``speech.caption`` after the audio it captions (one
+    per caption, as soon as its end is known, with its SRT/WebVTT cue), then ``speech.audio.done``
+    with every caption in the chosen format, the turn spans of a dialogue, the duration and
+    ``done()``'s (tokens, usage).
+    """
+    made: list[Caption] = []
+    samples = 0
+    for data, ended, count in pieces:
+        samples += count
+        if data:
+            yield sse_event(AudioDeltaEvent(audio=base64.b64encode(data).decode()))
+        for caption in ended:
+            made.append(caption)
+            yield sse_event(CaptionEvent(caption=caption_out(caption), cue=cue(caption, len(made), captions)))
+    tokens, usage = done()
+    yield sse_event(CaptionedDoneEvent(
+        usage=usage.model_dump() if usage is not None else None, tokens=tokens, response_format=fmt,
+        media_type=MEDIA_TYPES[fmt], sample_rate=sample_rate, duration_s=round(samples / sample_rate, 3),
+        caption_format=captions, captions=render(made, captions), turns=turn_spans(made)))

@@ -21,18 +21,22 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import anyio
 from pydantic import BaseModel
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from api.audio_out import (
     MEDIA_TYPES,
     base_headers,
+    captioned_body,
+    captioned_events,
     check_stream_format,
     encode,
     encoded,
+    encoded_with_captions,
     sse_events,
     synthesis_headers,
     whole_response,
 )
+from api.captions import CaptionFormat
 from runners.jobs import Job
 from runners.pipeline.chunks import JobStream
 
@@ -141,11 +145,14 @@ class ClosingStreamingResponse(StreamingResponse):
 
 async def answer_job(request: Request | None, engine: "EditXEngine", job: Job, *, stream: bool, fmt: str,
                      headers: dict[str, str] | None = None, sse: Callable[[int], BaseModel] | None = None,
-                     filename: str = "editx") -> Response:
+                     filename: str = "editx", captions: CaptionFormat | None = None) -> Response:
     """Run ``job`` and answer it in ``fmt``: streamed as it is made, or whole with its length.
 
     ``sse`` (``/v1``'s ``stream_format=sse``) frames the bytes as server-sent events and ends with
-    the usage it builds from the codec ids made. Errors found before the first byte (checks,
+    the usage it builds from the codec ids made. ``captions`` (json, srt, vtt) adds where each piece
+    is said: whole, a JSON body (:class:`api.captions.CaptionedAudio`) with the audio in base64;
+    streamed (or with ``sse``), server-sent events with a caption event as each caption's end is
+    known (:func:`api.audio_out.captioned_events`). Errors found before the first byte (checks,
     voice, queue) raise here, so they become real statuses.
     """
     check_stream_format(stream, fmt)
@@ -154,9 +161,15 @@ async def answer_job(request: Request | None, engine: "EditXEngine", job: Job, *
         cancel = threading.Event()
         chunks: JobStream = await anyio.to_thread.run_sync(lambda: engine.run(job, stream=True, cancel=cancel))
         hdrs = {**base_headers(engine.is_tiny, streamed=True), "X-EditX-Iterations": str(chunks.iterations), **extra}
-        body = encoded(chunks, fmt)
-        source = sse_events(body, lambda: sse(chunks.tokens)) if sse is not None else body
-        media = "text/event-stream" if sse is not None else MEDIA_TYPES[fmt]
+        if captions is not None:
+            def done() -> tuple[int, BaseModel | None]:
+                return chunks.tokens, sse(chunks.tokens) if sse is not None else None
+
+            source = captioned_events(encoded_with_captions(chunks, fmt), fmt, chunks.sample_rate, captions, done)
+        else:
+            body = encoded(chunks, fmt)
+            source = sse_events(body, lambda: sse(chunks.tokens)) if sse is not None else body
+        media = "text/event-stream" if sse is not None or captions is not None else MEDIA_TYPES[fmt]
         # The first audio is made before the answer starts: what fails before it is a real status.
         try:
             first = await run_cancellable(request, lambda _: next(source, b""), cancel)
@@ -167,6 +180,13 @@ async def answer_job(request: Request | None, engine: "EditXEngine", job: Job, *
         return ClosingStreamingResponse(relay(request, source, cancel.set, first), media_type=media, headers=hdrs)
     syn = await run_cancellable(request, lambda cancel: engine.run(job, cancel=cancel).collect())
     hdrs = {**synthesis_headers(syn, engine.is_tiny), **extra}
+    if captions is not None and sse is not None:
+        whole = iter([(encode(syn.samples, syn.sample_rate, fmt), tuple(syn.captions), int(syn.samples.size))])
+        events = captioned_events(whole, fmt, syn.sample_rate, captions,
+                                  lambda: (syn.generated_tokens, sse(syn.generated_tokens)))
+        return StreamingResponse(events, media_type="text/event-stream", headers=hdrs)
+    if captions is not None:
+        return JSONResponse(captioned_body(syn, fmt, captions).model_dump(mode="json"), headers=hdrs)
     if sse is not None:
         events = sse_events(iter([encode(syn.samples, syn.sample_rate, fmt)]), lambda: sse(syn.generated_tokens))
         return StreamingResponse(events, media_type="text/event-stream", headers=hdrs)

@@ -12,7 +12,9 @@ and the FastAPI routes, found from their declarations) and answers every problem
   filename, only the fields the route declares), so what the framework parses is exactly what was
   checked. A BentoML API's text fields are validated against its input model and passed as JSON values.
 * JSON routes: UTF-8, valid JSON (not nested too deeply, no lone surrogates), a JSON object, at most
-  :data:`MAX_JSON_BYTES`; the body is handed on unchanged.
+  :data:`MAX_JSON_BYTES`; the body is handed on unchanged. A BentoML API that takes no file (``/dialogue``)
+  takes JSON, and its body is also validated against its input model here, so its refusals name the
+  field as the request writes it (``turns[2].pause_after_ms``) in the native error shape.
 """
 
 from __future__ import annotations
@@ -59,10 +61,16 @@ class BodySpec:
 
 
 def bentoml_body_specs(apis: Iterable[Any]) -> dict[str, BodySpec]:
-    """The BentoML APIs' routes (``api.route``, ``api.input_spec``) as multipart bodies checked against their model."""
+    """The BentoML APIs' routes (``api.route``, ``api.input_spec``) as bodies checked against their model.
+
+    An API with a file field takes multipart forms; one without takes a JSON object.
+    """
     out: dict[str, BodySpec] = {}
     for api in apis:
         model = api.input_spec
+        if not model.multipart_fields:
+            out[api.route] = BodySpec("json", frozenset(model.model_fields), model=model)
+            continue
         out[api.route] = BodySpec("multipart", frozenset(model.model_fields),
                                   frozenset(model.multipart_fields), model)
     return out
@@ -237,6 +245,25 @@ def _validate(spec: BodySpec, values: dict[str, Any], seen: set[str]) -> None:
             raise InvalidInputError(message, field_name) from None
 
 
+def field_path(loc: Iterable[Any]) -> str:
+    """A validation error's location as the request writes it: ``turns[2].pause_after_ms``."""
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def check_json_model(body: bytes, model: type[BaseModel]) -> None:
+    """A JSON body against a BentoML API's input model: the first problem as a 400 naming its field."""
+    try:
+        model.model_validate_json(body)
+    except ValidationError as exc:
+        err = exc.errors(include_url=False)[0]
+        where = field_path(err.get("loc", ()))
+        message = str(err.get("msg", "invalid value")).removeprefix("Value error, ")
+        raise InvalidInputError(f"{where}: {message}" if where else message, where or None) from None
+
+
 def check_json(body: bytes) -> None:
     """Refuse a JSON body that FastAPI would answer with a 500 or that could break the code after it."""
     try:
@@ -335,6 +362,8 @@ class FormGuardMiddleware:
             body = await _read_body(receive, MAX_JSON_BYTES)
             if body is not None:
                 check_json(body)
+                if spec.model is not None:
+                    check_json_model(body, spec.model)
             return headers, body
         if media != "multipart/form-data":
             raise UnsupportedMediaType(f"send multipart/form-data (got {media or 'none'}): the audio goes in a "

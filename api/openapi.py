@@ -13,6 +13,7 @@ import json
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from api.captions import CaptionedAudio
 from api.errors import BUSY_RETRY_AFTER_S, LOADING_RETRY_AFTER_S, ErrorBody, OpenAIErrorBody
 from api.forms import BodySpec
 from api.settings import PROBE_PATHS, HttpSettings
@@ -32,6 +33,7 @@ _REASONS = {
          f"(Retry-After: {BUSY_RETRY_AFTER_S}), or a storage folder cannot be written",
 }
 _WORK_METHODS = ("post", "put", "patch", "delete")
+CAPTIONED_PATHS = ("/clone", "/dialogue")  # BentoML APIs that answer JSON or events when asked for captions
 
 
 def _statuses(path: str, method: str, op: dict[str, Any], body_routes: Mapping[str, BodySpec]) -> list[int]:
@@ -61,6 +63,10 @@ def augment(spec: dict[str, Any], body_routes: Mapping[str, BodySpec], auth: boo
     for name, sub in openai_schema.pop("$defs", {}).items():
         schemas.setdefault(name, sub)
     schemas["OpenAIErrorBody"] = openai_schema
+    captioned = CaptionedAudio.model_json_schema(ref_template="#/components/schemas/{model}")
+    for name, sub in captioned.pop("$defs", {}).items():
+        schemas.setdefault(name, sub)
+    schemas["CaptionedAudio"] = captioned
     spec["components"].setdefault("securitySchemes", {})["bearer"] = {
         "type": "http", "scheme": "bearer", "description": "an API key from EDITX_API_KEYS / EDITX_API_KEYS_FILE"}
     for path, ops in spec.get("paths", {}).items():
@@ -71,6 +77,10 @@ def augment(spec: dict[str, Any], body_routes: Mapping[str, BodySpec], auth: boo
             responses = op["responses"]
             responses.pop("422", None)  # FastAPI's default; answered as 400 here
             responses.pop("404", None)  # BentoML's default for its APIs; documented below where answered
+            if path in CAPTIONED_PATHS and "200" in responses:  # with `captions`: JSON whole, events streamed
+                content = responses["200"].setdefault("content", {})
+                content["application/json"] = {"schema": {"$ref": "#/components/schemas/CaptionedAudio"}}
+                content["text/event-stream"] = {"schema": {"type": "string"}}
             for status in _statuses(path, method, op, body_routes):
                 responses[str(status)] = {
                     "description": _REASONS[status],

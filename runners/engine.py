@@ -81,14 +81,28 @@ class _Step:
     speed: float
     transcript: str | None  # what the step's output says (the next edit quotes it)
     pending: dict[str, float] = field(default_factory=dict)  # stage seconds not yet reported on a chunk
-    llm_mark: float = 0.0  # LLM waits are counted up to here (the step's requests are awaited in parallel)
-    lock: threading.Lock = field(default_factory=threading.Lock)
+    clock: "_WaitClock" = field(default_factory=lambda: _WaitClock())  # shared by the steps of one job
 
-    def llm_seconds(self, began: float, ended: float) -> float:
-        """The part of a wait for ids not counted yet: waits overlap when sentences decode in parallel."""
-        with self.lock:
-            counted = max(0.0, ended - max(began, self.llm_mark))
-            self.llm_mark = max(self.llm_mark, ended)
+    def timed_by(self, clock: "_WaitClock") -> "_Step":
+        self.clock = clock
+        return self
+
+
+class _WaitClock:
+    """Seconds spent waiting for the LLM, counted once however many threads wait at the same time.
+
+    The sentences of a job are awaited in parallel (each by its decode thread), so their waits
+    overlap; each wait adds only the time past the latest one already counted.
+    """
+
+    def __init__(self) -> None:
+        self._mark = 0.0
+        self._lock = threading.Lock()
+
+    def seconds(self, began: float, ended: float) -> float:
+        with self._lock:
+            counted = max(0.0, ended - max(began, self._mark))
+            self._mark = max(self._mark, ended)
             return counted
 
 
@@ -178,6 +192,10 @@ class EditXEngine(EngineLifecycle):
                     cut_recording(self.prep, plan, progress)
                 parts = plan.parts
                 steps = [None if part.unchanged else self._prepare(plan, p, 0, progress) for p, part in enumerate(parts)]
+                clock = _WaitClock()
+                for s in steps:
+                    if s is not None:
+                        s.clock = clock
                 self._submit([s for s in steps if s is not None])
                 streamed = [stream and p == 0 and part.steps == 1 for p, part in enumerate(parts)]
                 early = [(p, s) for p, s in enumerate(steps) if s is not None and not streamed[p]]
@@ -186,8 +204,10 @@ class EditXEngine(EngineLifecycle):
                     ahead.start(p, step)
                 yield None  # type: ignore[misc]  # primed: the caller gets the stream from here on
                 joiner = CrossfadeJoiner(DECODER_RATE, fade_s=FADE_S)
-                lead = np.zeros(int(round(plan.lead_s * DECODER_RATE)), np.float32)
-                if (chunk := out.take(lead, 0, {})) is not None:
+                # A long recording's silence before its first piece and after its last one, kept; joined like a
+                # piece, so the speech fades in and out of it.
+                lead = joiner.add(np.zeros(int(round(plan.lead_s * DECODER_RATE)), np.float32))
+                if (chunk := out.take(np.concatenate([lead, joiner.end_segment(0.0)]), 0, {})) is not None:
                     yield chunk
                 for p, part in enumerate(parts):
                     for j, samples, made, timings, done, text in self._part_audio(plan, p, steps, ahead, stream,
@@ -199,11 +219,11 @@ class EditXEngine(EngineLifecycle):
                         spans = len(joiner.spans)
                         rest = joiner.end_segment(part.pause_after_s if done else 0.0)
                         if len(joiner.spans) > spans:
-                            out.caption(joiner.spans[-1], lead.size, text, part)
+                            out.caption(joiner.spans[-1], text, part)
                         if (chunk := out.take(rest, 0, {})) is not None:
                             yield chunk
-                tail = np.zeros(int(round(plan.tail_s * DECODER_RATE)), np.float32)
-                if (chunk := out.take(np.concatenate([joiner.finish(), tail]), 0, {})) is not None:
+                tail = joiner.add(np.zeros(int(round(plan.tail_s * DECODER_RATE)), np.float32))
+                if (chunk := out.take(np.concatenate([tail, joiner.finish()]), 0, {})) is not None:
                     yield chunk
                 progress("done", 1.0)
                 finished = True
@@ -243,7 +263,7 @@ class EditXEngine(EngineLifecycle):
                 made += count
                 add_timings(spent, timings)
             audio = Audio(torch.from_numpy(join_with_crossfade(pieces, DECODER_RATE, FADE_S)), DECODER_RATE)
-            step = self._prepare(plan, p, k + 1, progress, audio, step.transcript)
+            step = self._prepare(plan, p, k + 1, progress, audio, step.transcript).timed_by(step.clock)
             self._submit([step])
             steps[p] = step
             add_timings(step.pending, spent)
@@ -280,7 +300,7 @@ class EditXEngine(EngineLifecycle):
         """Wait for request ``j``'s ids, then decode them at once (the decoder worker batches concurrent ones)."""
         began = time.perf_counter()
         codec_ids = [i for chunk in self.gen.codec_ids(step.requests[j], stop) for i in chunk]
-        llm = step.llm_seconds(began, time.perf_counter())
+        llm = step.clock.seconds(began, time.perf_counter())
         samples, timings = self.synth.whole(codec_ids, step.prompt, step.seeds[j], step.speed, stop)
         return samples, len(codec_ids), {"llm": llm, **timings}
 
@@ -466,6 +486,9 @@ class EditXEngine(EngineLifecycle):
 
         llm = self._parts.llm
         cfg = self.config
+        restrict = getattr(llm.model, "restrict_logits", None)
+        if restrict is not None:  # before any CUDA graph is captured
+            restrict(self.gen.allowed_ids(llm.eos_id))
         decode = decode_function(llm, cuda_graphs_mode(cfg.llm_quantization, cfg.cuda_graphs), cfg.max_batch)
         runner = LLMRunner(llm, cfg.max_batch, cfg.max_total_tokens, decode=decode,
                            prefix_tokens=cfg.prefix_cache_tokens)
@@ -601,9 +624,9 @@ class _Output:
             self._engine.events.first_chunk(time.perf_counter() - self._started)
         return self._chunk(samples, last=False)
 
-    def caption(self, span: tuple[int, int], offset: int, text: str, part: Part) -> None:
+    def caption(self, span: tuple[int, int], text: str, part: Part) -> None:
         """A sentence (or piece) whose place in the output is now known."""
-        start, end = (offset + span[0]) / DECODER_RATE, (offset + span[1]) / DECODER_RATE
+        start, end = span[0] / DECODER_RATE, span[1] / DECODER_RATE
         self._captions.append(Caption(self._count, round(start, 3), round(end, 3), text, part.turn, part.voice))
         self._count += 1
 

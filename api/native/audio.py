@@ -13,6 +13,7 @@ import anyio
 from starlette.requests import Request
 from starlette.responses import Response
 
+from api.captions import CaptionFormat
 from api.engine_calls import answer_job, client_gone_response
 from api.errors import error_response
 from api.status import require_ready
@@ -31,14 +32,14 @@ async def _upload(engine: EditXEngine, path: Path | None, field: str):  # noqa: 
 
 async def clone(engine: EditXEngine, request: Request | None, *, target_text: str, prompt_audio: Path | None,
                 voice: str, prompt_text: str, seed: int | None, response_format: str, speed: float,
-                instructions: str, stream: bool) -> Response:
+                instructions: str, stream: bool, captions: CaptionFormat | None = None) -> Response:
     """POST /clone: speak ``target_text`` in the uploaded or registered voice, then any edit passes."""
     try:
         require_ready(engine)
         prompt = await _upload(engine, prompt_audio, "prompt_audio")
         job = CloneJob(target_text, prompt, prompt_text or None, voice or None, seed, speed,
                        parse_instructions(instructions))
-        return await answer_job(request, engine, job, stream=stream, fmt=response_format)
+        return await answer_job(request, engine, job, stream=stream, fmt=response_format, captions=captions)
     except USER_ERRORS as exc:
         return error_response(exc)
     except RequestAbortedError:

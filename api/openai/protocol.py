@@ -13,6 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from api.audio_out import AudioFormat
+from api.captions import CaptionFormat
 from runners.jobs import CloneJob, parse_instructions
 from runners.voices import Voice
 
@@ -59,7 +60,7 @@ class VoiceDeleted(BaseModel):
 
 # ---------------------------------------------------------------- speech
 class SpeechRequest(BaseModel):
-    """POST /v1/audio/speech, as OpenAI defines it, plus an optional ``seed``."""
+    """POST /v1/audio/speech, as OpenAI defines it, plus an optional ``seed`` and ``captions``."""
 
     model_config = ConfigDict(extra="ignore")
 
@@ -76,6 +77,11 @@ class SpeechRequest(BaseModel):
                           "'happy' or 'whisper, slower'; 'emotion:remove' / 'style:remove' where a value is shared")
     stream_format: Literal["audio", "sse"] = Field("audio", description="audio: bytes as they are made; sse: events")
     seed: int | None = Field(None, ge=0, le=2**32 - 1, description="fixes sampling (not in OpenAI's API)")
+    captions: CaptionFormat | None = Field(
+        None, description="not in OpenAI's API: also return captions, json (a list), srt or vtt. With "
+                          "stream_format=audio the answer is a JSON body (the audio base64-encoded beside the "
+                          "captions); with stream_format=sse the events speech.audio.delta, speech.caption (one "
+                          "per caption, as its end is known) and speech.audio.done (every caption)")
 
     @field_validator("voice", mode="before")
     @classmethod

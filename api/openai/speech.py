@@ -6,7 +6,8 @@ The request becomes one engine job (:meth:`SpeechRequest.to_job`) answered by th
 ``speech.audio.done`` with the usage); flac is sent whole, with its length in the header. Edit
 passes need the whole clone first, so with ``instructions`` the last pass is what streams.
 Errors found before the first byte (voice, text, instructions, a full queue) are answered with
-their status.
+their status. ``captions`` (ours) answers a JSON body with the audio in base64 and the captions, or
+with ``stream_format=sse`` adds ``speech.caption`` events and every caption to the done event.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from api.audio_out import MEDIA_TYPES, STREAMABLE
+from api.captions import CaptionedAudio
 from api.engine_calls import answer_job
 from api.openai.backend import BackendProvider
 from api.openai.errors import OpenAIRoute, field_names
@@ -36,7 +38,8 @@ def router(backend: BackendProvider) -> APIRouter:
         "/v1/audio/speech",
         dependencies=[SPEECH_FIELDS],
         response_class=Response,
-        responses={200: {"content": {t: {} for t in sorted(set(MEDIA_TYPES.values()))} | {"text/event-stream": {}}}},
+        responses={200: {"model": CaptionedAudio,  # the JSON answer of a request with captions
+                         "content": {t: {} for t in sorted(set(MEDIA_TYPES.values()))} | {"text/event-stream": {}}}},
     )
     async def create_speech(request: SpeechRequest, http: Request) -> Response:
         """Speak ``input`` in a registered voice; ``instructions`` add edit passes (emotion, style, speed)."""
@@ -54,8 +57,11 @@ def router(backend: BackendProvider) -> APIRouter:
 
         log.info("speech: voice %s, %s, instructions [%s], speed %g", request.voice, request.response_format,
                  applied or "none", request.speed, extra={"stage": "request"})
-        return await answer_job(http, engine, job, stream=request.response_format in STREAMABLE,
-                                fmt=request.response_format, headers=headers,
-                                sse=usage if request.stream_format == "sse" else None, filename="speech")
+        streamable = request.response_format in STREAMABLE
+        # Captions need a body that can carry them: events (sse) as made, or one JSON answer (audio).
+        stream = streamable and (request.captions is None or request.stream_format == "sse")
+        return await answer_job(http, engine, job, stream=stream, fmt=request.response_format, headers=headers,
+                                sse=usage if request.stream_format == "sse" else None, filename="speech",
+                                captions=request.captions)
 
     return api

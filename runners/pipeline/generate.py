@@ -52,13 +52,18 @@ class Generator:
         if cap is None and tiny:
             cap = TINY_MAX_NEW_TOKENS
         budget = cfg.max_total_tokens - len(prompt_ids)
-        audio_only = cfg.audio_only_decoding if cfg.audio_only_decoding is not None else tiny
-        allowed = None
-        if audio_only:
-            allowed = torch.cat([torch.arange(LLM_AUDIO_OFFSET, LLM_AUDIO_OFFSET + CODEC_VOCAB),
-                                 torch.tensor([self._eos_id()])])
+        allowed = self.allowed_ids()
         return SamplingParams(max_new_tokens=min(budget, cap) if cap else budget,
                               temperature=cfg.temperature, seed=seed, allowed_ids=allowed)
+
+    def allowed_ids(self, eos_id: int | None = None) -> torch.Tensor | None:
+        """The only ids sampled under audio-only decoding (the audio ids and EOS); None: any id."""
+        cfg = self.config
+        audio_only = cfg.audio_only_decoding if cfg.audio_only_decoding is not None else self._tiny()
+        if not audio_only:
+            return None
+        return torch.cat([torch.arange(LLM_AUDIO_OFFSET, LLM_AUDIO_OFFSET + CODEC_VOCAB),
+                          torch.tensor([self._eos_id() if eos_id is None else eos_id])])
 
     def request(self, prompt_ids: list[int], seed: int | None) -> GenerationRequest:
         """A request for the loop (not queued yet)."""

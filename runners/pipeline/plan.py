@@ -143,7 +143,8 @@ def _plan_dialogue(prep: Preparer, config: EngineConfig, job: DialogueJob) -> Pl
 
 
 def _plan_edit(prep: Preparer, config: EngineConfig, job: EditJob) -> Plan:
-    prep.check_audio(job.audio, "audio", max_s=max(config.max_edit_audio_s, config.max_audio_s))
+    prep.check_audio(job.audio, "audio", max_s=max(config.max_edit_audio_s, config.max_audio_s),
+                     setting="EDITX_MAX_EDIT_AUDIO_S")
     edit = prep.check_edit(job.edit)
     prep.check_passes(job.passes)
     text = prep.check_text(job.audio_text, "audio_text", required=False)
@@ -164,7 +165,7 @@ def _plan_edit(prep: Preparer, config: EngineConfig, job: EditJob) -> Plan:
 def cut_recording(prep: Preparer, plan: Plan, progress: Progress) -> None:
     """A long recording's parts: pieces of at most :data:`PIECE_MAX_S` cut at the pauses Whisper hears.
 
-    Whisper's segments give the pauses and each piece's transcript (a transcript sent with the
+    Whisper's word timestamps give the pauses and each piece's transcript (a transcript sent with the
     recording is shared out over the pieces by the words heard in each). Without Whisper
     (EDITX_AUTO_TRANSCRIBE off) the pieces are cut at the quietest moments instead. A piece
     where nothing was heard is kept as it is when the edit needs words to work on.
@@ -178,8 +179,11 @@ def cut_recording(prep: Preparer, plan: Plan, progress: Progress) -> None:
     segments: list[tuple[float, float, str]] = []
     if prep.config.auto_transcribe:
         progress("finding the pauses (transcribing)", 0.0)
-        heard = prep.transcribe(audio)
-        segments = [(s.start, s.end, s.text) for s in heard.segments]
+        heard = prep.transcribe(audio, word_timestamps=True)
+        # Words, not segments: a segment runs up to 30 s over several sentences, the pauses lie between words.
+        segments = [(w.start, w.end, w.word) for s in heard.segments for w in (s.words or [])]
+        if not segments:
+            segments = [(s.start, s.end, s.text) for s in heard.segments]
     pieces = cut_at_pauses(samples, audio.sample_rate, segments, max_piece_s=PIECE_MAX_S)
     if not pieces:
         raise InvalidInputError("no sound to edit was found in the audio", field="audio")

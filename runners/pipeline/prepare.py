@@ -68,7 +68,8 @@ class Preparer:
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ checks
-    def check_audio(self, audio: Audio, name: str = "audio", max_s: float | None = None) -> Audio:
+    def check_audio(self, audio: Audio, name: str = "audio", max_s: float | None = None,
+                    setting: str = "EDITX_MAX_AUDIO_S") -> Audio:
         """Reject audio the model cannot use, with a message naming the problem."""
         if audio.samples.numel() == 0 or audio.duration_s < 0.1:
             raise InvalidInputError(f"{name} is empty or shorter than 0.1 s", field=name)
@@ -80,7 +81,7 @@ class Preparer:
         if audio.duration_s > limit:
             raise InputTooLargeError(
                 f"{name} is {audio.duration_s:.1f} s long; the limit is {limit:g} s "
-                "(set EDITX_MAX_AUDIO_S to change it)",
+                f"(set {setting} to change it)",
                 field=name,
             )
         return audio

@@ -17,7 +17,8 @@ KEY = "k-env-0123456789"
 FILE_KEY = "k-file-abcdef"
 PROTECTED = [
     ("GET", "/status"), ("GET", "/vocabulary"), ("GET", "/logs"), ("POST", "/cache/clear"),
-    ("POST", "/clone"), ("POST", "/edit"), ("POST", "/transcribe"), ("GET", "/docs.json"), ("GET", "/"),
+    ("POST", "/clone"), ("POST", "/edit"), ("POST", "/transcribe"), ("POST", "/dialogue"), ("GET", "/docs.json"),
+    ("GET", "/"),
     ("GET", "/ui/"), ("POST", "/ui/gradio_api/upload"), ("GET", "/ui/gradio_api/file=/etc/hostname"),
     ("GET", "/v1/models"), ("POST", "/v1/audio/speech"), ("GET", "/metrics"),
 ]

@@ -20,6 +20,7 @@ from tests.service_helpers import in_process_service, service_env, tone, wav_byt
 NATIVE = ("/clone", "/edit", "/transcribe")
 V1_MULTIPART = ("/v1/audio/transcriptions", "/v1/audio/translations", "/v1/audio/voices")
 V1_JSON = ("/v1/audio/speech",)
+NATIVE_JSON = ("/dialogue",)
 FILE_FIELD = {"/clone": "prompt_audio", "/edit": "audio", "/transcribe": "audio",
               "/v1/audio/transcriptions": "file", "/v1/audio/translations": "file", "/v1/audio/voices": "audio"}
 
@@ -110,7 +111,7 @@ def test_malformed_multipart_is_a_4xx_in_the_route_shape(client: TestClient, wav
         _check(client, path, ctype, body, case)
 
 
-@pytest.mark.parametrize("path", V1_JSON)
+@pytest.mark.parametrize("path", V1_JSON + NATIVE_JSON)
 def test_malformed_json_is_a_4xx_in_the_route_shape(client: TestClient, path: str) -> None:
     for case, ctype, body in JSON_CASES:
         _check(client, path, ctype, body, case)
@@ -180,7 +181,7 @@ def test_fields_are_named_as_the_client_sent_them(client: TestClient, tiny_root:
 
 def test_json_error_bodies_are_json_for_every_route(client: TestClient) -> None:
     """Sanity: a refusal's body parses as JSON (never Starlette's plain-text answers)."""
-    for path in NATIVE + V1_MULTIPART + V1_JSON:
+    for path in NATIVE + V1_MULTIPART + V1_JSON + NATIVE_JSON:
         r = client.post(path, content=b"\x00", headers={"content-type": "application/octet-stream"})
         assert 400 <= r.status_code < 500, (path, r.status_code, r.text)
         json.loads(r.text)

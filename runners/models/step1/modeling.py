@@ -269,6 +269,20 @@ class Step1ForCausalLM(Step1PreTrainedModel, GenerationMixin):
     def set_input_embeddings(self, value: nn.Embedding) -> None:
         self.model.embed_tokens = value
 
+    def restrict_logits(self, ids: torch.Tensor | None) -> bool:
+        """Compute logits only for ``ids`` (None: all); the rest are -inf. False when the head is not plain.
+
+        When every request may only sample the audio ids and EOS (audio-only decoding), the
+        output layer needs 5,121 of its rows, not the whole vocabulary: on a CPU most of a
+        small model's step is that layer, and its cost grows with the batch.
+        """
+        if ids is None or type(self.lm_head) is not nn.Linear:
+            self._logit_rows = self._logit_weight = None
+            return ids is None
+        self._logit_rows = ids.to(self.lm_head.weight.device)
+        self._logit_weight = self.lm_head.weight.index_select(0, self._logit_rows).contiguous()
+        return True
+
     def get_output_embeddings(self) -> nn.Linear:
         return self.lm_head
 
@@ -301,7 +315,12 @@ class Step1ForCausalLM(Step1PreTrainedModel, GenerationMixin):
         hidden = out.last_hidden_state
         if logits_to_keep:
             hidden = hidden[:, -logits_to_keep:, :]
-        logits = self.lm_head(hidden)
+        rows = getattr(self, "_logit_rows", None)
+        if rows is None:
+            logits = self.lm_head(hidden)
+        else:  # only the ids that may be sampled; the others can never be, so they stay -inf
+            logits = hidden.new_full((*hidden.shape[:-1], self.lm_head.out_features), float("-inf"))
+            logits.index_copy_(-1, rows, nn.functional.linear(hidden, self._logit_weight))
         return CausalLMOutputWithPast(logits=logits, hidden_states=out.hidden_states,
                                       **{_CACHE_FIELD: getattr(out, _CACHE_FIELD)})
 

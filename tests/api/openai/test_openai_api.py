@@ -331,7 +331,7 @@ def test_readme_openai_curl_lines_run_as_pasted(url: str, tmp_path: Path) -> Non
     from tests.speech import SENTENCE, speak as espeak
 
     espeak(SENTENCE, tmp_path / "voice.wav")
-    script = "set -euo pipefail\n" + code_block("bash", "/v1/audio/voices").replace(DEFAULT_URL, url)
+    script = "set -euo pipefail\n" + code_block("bash", "-F name=narrator").replace(DEFAULT_URL, url)
     done = subprocess.run(["bash", "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     assert '"object":"voice"' in done.stdout.replace(" ", "") and "speech.audio.done" in done.stdout
@@ -339,3 +339,22 @@ def test_readme_openai_curl_lines_run_as_pasted(url: str, tmp_path: Path) -> Non
     for name, fmt in (("speech.mp3", "mp3"), ("cloned-narrator.wav", "wav")):
         samples, rate = decode_any((tmp_path / name).read_bytes(), fmt)
         assert rate == 24000 and samples.size > 0
+
+
+def test_readme_dialogue_curl_lines_run_as_pasted(url: str, tmp_path: Path) -> None:
+    """The Dialogue section's block: two voices registered, a dialogue as JSON turns and as a captioned script,
+    a streamed one with caption events, and a captioned clone."""
+    from tests.readme_snippets import DEFAULT_URL, code_block
+    from tests.speech import require_espeak
+
+    require_espeak()
+    script = "set -euo pipefail\n" + code_block("bash", "localhost:3000/dialogue").replace(DEFAULT_URL, url)
+    done = subprocess.run(["bash", "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    for name in ("dialogue.wav", "dialogue-captioned.wav"):
+        samples, rate = decode_any((tmp_path / name).read_bytes(), "wav")
+        assert rate == 24000 and samples.size > 24000, name
+    out = done.stdout
+    assert "alice: Good morning, Bob." in out and "bob: Morning! Coffee?" in out and " --> " in out  # the SRT
+    assert '"type": "speech.caption"' in out and "<v bob>Two." in out and "speech.audio.done" in out  # the stream
+    assert "WEBVTT" in out and "Good morning." in out  # the captioned clone
