@@ -9,7 +9,8 @@ Routes: POST /clone, POST /edit, POST /dialogue (audio bytes back, metadata in
 X-EditX-* headers; with ``captions`` JSON or server-sent events), POST /transcribe,
 GET /status, GET /vocabulary, GET /logs,
 POST /cache/clear, /ui (Gradio), / (Swagger), /docs.json (OpenAPI),
-/healthz /livez /readyz /metrics (BentoML).
+/healthz /livez /readyz /metrics (BentoML); the tasks /tasks/clone and /tasks/edit
+(BentoML's submit/status/get/cancel/retry below each; api.native.tasks).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from api import metrics
 from api.admission import AdmissionMiddleware
 from api.app import build_app
 from api.auth import AuthMiddleware
-from api.deps import current_engine, current_settings
+from api.deps import current_engine, current_service, current_settings
 from api.audio_out import AudioFormat
 from api.engine_metrics import PrometheusEvents
 from api.errors import PlainRefusalMiddleware, quiet_bentoml_validation_errors
@@ -41,11 +42,13 @@ from api.settings import HttpSettings
 from api.captions import CAPTIONS_DESCRIPTION, CaptionFormat
 from api.native import audio as native_audio
 from api.native import dialogue as native_dialogue
-from api.native.dialogue import DialogueRequest
+from api.native.dialogue import DialogueRequest, DialogueScript
+from api.native import tasks as native_tasks
 from api.uploads import FORM_OVERHEAD_BYTES, UploadLimitMiddleware
 from runners.config import EngineConfig
 from runners.text.vocab import VOCABULARY
 from runners.engine import EditXEngine
+from runners.tasks import TaskStore
 from runners import privacy
 from runners.models.asr import Transcription
 from ui import build_ui
@@ -57,6 +60,35 @@ quiet_bentoml_validation_errors()  # a client's validation error is INFO without
 
 _HERE = Path(__file__).resolve().parent
 _EDIT_TYPES = [s.name for s in VOCABULARY.edit_types]
+
+
+# The fields of the audio APIs, declared once: /clone and the clone task, /edit and the edit task take the same.
+_TARGET_TEXT = Field(description="what the cloned voice should say; long texts are split into "
+                                 "sentences and generated together. It may start with a language "
+                                 "tag ([Japanese], [Korean], [Cantonese], [Sichuanese]) and carry "
+                                 "sound tags ([laugh], [sigh], … see GET /vocabulary) and "
+                                 "pronunciation marks (pinyin + tone, e.g. guo4)")
+_PROMPT_AUDIO = Field(None, description="voice to clone: WAV/FLAC/OGG/MP3/WebM/M4A/AAC, 0.1–30 s "
+                                        "(any declared type); or give `voice`")
+_VOICE = Field("", description="id of a voice registered with POST /v1/audio/voices, instead of "
+                               "prompt_audio (its transcript is used when prompt_text is empty)")
+_PROMPT_TEXT = Field("", description="exact transcript of prompt_audio; empty = transcribed "
+                                     "automatically (EDITX_AUTO_TRANSCRIBE)")
+_SEED = Field(None, ge=0, le=2**32 - 1, description="fixes sampling; empty = random")
+_FORMAT = Field("wav", description="wav, flac, mp3, opus, aac or pcm (16-bit LE mono)")
+_SPEED = Field(1.0, description="0.25–4.0: slower or faster speech at the same pitch")
+_INSTRUCTIONS = Field("", description="edit passes after the clone, comma-separated values of "
+                                      "GET /vocabulary, e.g. 'happy' or 'whisper, slower' (as /v1)")
+_EDIT_AUDIO = Field(description="speech to edit: WAV/FLAC/OGG/MP3/WebM/M4A/AAC, 0.1–30 s (any declared type)")
+_EDIT_TYPE = Field(description="one of " + ", ".join(_EDIT_TYPES), json_schema_extra={"enum": _EDIT_TYPES})
+_EDIT_INFO = Field("", description="value for emotion/style/speed (see GET /vocabulary); "
+                                   "empty for paralinguistic/denoise/vad")
+_AUDIO_TEXT = Field("", description="transcript of audio (not needed for denoise/vad); "
+                                    "empty = transcribed automatically (EDITX_AUTO_TRANSCRIBE)")
+_EDIT_TARGET_TEXT = Field("", description="paralinguistic only: the transcript with tags, "
+                                          "e.g. 'Great[Laughter], nice day.'")
+_N_EDIT_ITER = Field(1, description="edit passes, 1–5; each edits the previous output",
+                     json_schema_extra={"minimum": 1, "maximum": 5})
 
 
 def make_engine() -> EditXEngine:
@@ -136,6 +168,9 @@ class EditXService:
         self.engine.events = PrometheusEvents()  # editx_* metrics on /metrics
         self.http = HttpSettings.from_env()
         privacy.configure(self.engine.config.log_content)
+        self.tasks = TaskStore(self.http.task_ttl_s, int(self.http.task_max_mb * 2**20),
+                               on_drop=native_tasks.forget_bentoml_rows)  # jobs that outlive a request
+        native_tasks.prepare_result_db()
         if not self.http.keys():
             log.warning("authentication is off: anyone who reaches this port can use every route "
                         "(set EDITX_API_KEYS or EDITX_API_KEYS_FILE)")
@@ -166,23 +201,15 @@ class EditXService:
     @bentoml.api(route="/clone")
     async def clone(
         self,
-        target_text: str = Field(description="what the cloned voice should say; long texts are split into "
-                                             "sentences and generated together. It may start with a language "
-                                             "tag ([Japanese], [Korean], [Cantonese], [Sichuanese]) and carry "
-                                             "sound tags ([laugh], [sigh], … see GET /vocabulary) and "
-                                             "pronunciation marks (pinyin + tone, e.g. guo4)"),
+        target_text: str = _TARGET_TEXT,
         # `Path` with a None default, not `Path | None`: BentoML 1.4.40 decodes no upload into an optional Path.
-        prompt_audio: Path = Field(None, description="voice to clone: WAV/FLAC/OGG/MP3/WebM/M4A/AAC, 0.1–30 s "  # type: ignore[assignment]
-                                                    "(any declared type); or give `voice`"),
-        voice: str = Field("", description="id of a voice registered with POST /v1/audio/voices, instead of "
-                                           "prompt_audio (its transcript is used when prompt_text is empty)"),
-        prompt_text: str = Field("", description="exact transcript of prompt_audio; empty = transcribed "
-                                                 "automatically (EDITX_AUTO_TRANSCRIBE)"),
-        seed: int | None = Field(None, ge=0, le=2**32 - 1, description="fixes sampling; empty = random"),
-        response_format: AudioFormat = Field("wav", description="wav, flac, mp3, opus, aac or pcm (16-bit LE mono)"),
-        speed: float = Field(1.0, description="0.25–4.0: slower or faster speech at the same pitch"),
-        instructions: str = Field("", description="edit passes after the clone, comma-separated values of "
-                                                  "GET /vocabulary, e.g. 'happy' or 'whisper, slower' (as /v1)"),
+        prompt_audio: Path = _PROMPT_AUDIO,  # type: ignore[assignment]
+        voice: str = _VOICE,
+        prompt_text: str = _PROMPT_TEXT,
+        seed: int | None = _SEED,
+        response_format: AudioFormat = _FORMAT,
+        speed: float = _SPEED,
+        instructions: str = _INSTRUCTIONS,
         stream: bool = Field(False, description="send the audio as it is made (wav with an open-ended header, "
                                                 "pcm, mp3, opus or aac); flac is never streamed"),
         captions: CaptionFormat | None = Field(None, description=CAPTIONS_DESCRIPTION),
@@ -202,19 +229,14 @@ class EditXService:
     @bentoml.api(route="/edit")
     async def edit(
         self,
-        audio: Path = Field(description="speech to edit: WAV/FLAC/OGG/MP3/WebM/M4A/AAC, 0.1–30 s (any declared type)"),
-        edit_type: str = Field(description="one of " + ", ".join(_EDIT_TYPES),
-                               json_schema_extra={"enum": _EDIT_TYPES}),
-        edit_info: str = Field("", description="value for emotion/style/speed (see GET /vocabulary); "
-                                               "empty for paralinguistic/denoise/vad"),
-        audio_text: str = Field("", description="transcript of audio (not needed for denoise/vad); "
-                                                "empty = transcribed automatically (EDITX_AUTO_TRANSCRIBE)"),
-        target_text: str = Field("", description="paralinguistic only: the transcript with tags, "
-                                                 "e.g. 'Great[Laughter], nice day.'"),
-        n_edit_iter: int = Field(1, description="edit passes, 1–5; each edits the previous output",
-                                 json_schema_extra={"minimum": 1, "maximum": 5}),
-        seed: int | None = Field(None, ge=0, le=2**32 - 1, description="fixes sampling; empty = random"),
-        response_format: AudioFormat = Field("wav", description="wav, flac, mp3, opus, aac or pcm (16-bit LE mono)"),
+        audio: Path = _EDIT_AUDIO,
+        edit_type: str = _EDIT_TYPE,
+        edit_info: str = _EDIT_INFO,
+        audio_text: str = _AUDIO_TEXT,
+        target_text: str = _EDIT_TARGET_TEXT,
+        n_edit_iter: int = _N_EDIT_ITER,
+        seed: int | None = _SEED,
+        response_format: AudioFormat = _FORMAT,
         stream: bool = Field(False, description="send the last pass's audio as it is made (not flac)"),
     ) -> Annotated[Path, ContentType("audio/*")]:
         """Edit emotion, style, speed, paralinguistic sounds, noise or silence of audio."""
@@ -232,6 +254,52 @@ class EditXService:
         """What is said in the audio (faster-whisper), with the detected language and durations."""
         return await native_audio.transcribe(self.engine, audio, language)  # type: ignore[return-value]
 
+    # ------------------------------------------------------------------ tasks
+    # Jobs that outlive a request: POST <route>/submit answers a task id at once; GET <route>/status (state,
+    # stage, progress), GET <route>/get (the audio; ?captions=true), PUT <route>/cancel. The bodies, and what
+    # BentoML does and does not do for tasks, are in api.native.tasks.
+    @bentoml.task(route="/tasks/clone")
+    async def clone_task(
+        self,
+        target_text: str = _TARGET_TEXT,
+        prompt_audio: Path = _PROMPT_AUDIO,  # type: ignore[assignment]
+        voice: str = _VOICE,
+        prompt_text: str = _PROMPT_TEXT,
+        seed: int | None = _SEED,
+        response_format: AudioFormat = _FORMAT,
+        speed: float = _SPEED,
+        instructions: str = _INSTRUCTIONS,
+    ) -> Annotated[Path, ContentType("audio/*")]:
+        """A clone (a long text, edit passes) as a task: submit, then poll status and get the audio."""
+        return await native_tasks.clone_task(  # type: ignore[return-value]
+            self.engine, self.tasks, current_request(), target_text=target_text, prompt_audio=prompt_audio,
+            voice=voice, prompt_text=prompt_text, seed=seed, response_format=response_format, speed=speed,
+            instructions=instructions)
+
+    @bentoml.task(route="/tasks/edit")
+    async def edit_task(
+        self,
+        audio: Path = _EDIT_AUDIO,
+        edit_type: str = _EDIT_TYPE,
+        edit_info: str = _EDIT_INFO,
+        audio_text: str = _AUDIO_TEXT,
+        target_text: str = _EDIT_TARGET_TEXT,
+        n_edit_iter: int = _N_EDIT_ITER,
+        seed: int | None = _SEED,
+        response_format: AudioFormat = _FORMAT,
+    ) -> Annotated[Path, ContentType("audio/*")]:
+        """An edit (a long audio, several passes) as a task: submit, then poll status and get the audio."""
+        return await native_tasks.edit_task(  # type: ignore[return-value]
+            self.engine, self.tasks, current_request(), audio=audio, edit_type=edit_type, edit_info=edit_info,
+            audio_text=audio_text, target_text=target_text, n_edit_iter=n_edit_iter, seed=seed,
+            response_format=response_format)
+
+    @bentoml.task(route="/tasks/dialogue", input_spec=DialogueScript)
+    async def dialogue_task(self, **body: Any) -> Annotated[Path, ContentType("audio/*")]:
+        """A dialogue (turns or a script) as a task: submit, then poll status and get the audio and captions."""
+        return await native_tasks.dialogue_task(  # type: ignore[return-value]
+            self.engine, self.tasks, current_request(), DialogueScript.model_validate(body))
+
 
 def current_request() -> Request | None:
     """The HTTP request being served (to notice a client that goes away), if there is one."""
@@ -246,11 +314,24 @@ def _body_routes() -> dict[str, BodySpec]:
     return {**fastapi_body_specs(web), **bentoml_body_specs(EditXService.apis.values())}
 
 
+def _task_routes() -> dict[str, str]:
+    """Every task's route → its name (status, get and cancel are answered from the task store)."""
+    return native_tasks.task_routes(EditXService.apis.values())
+
+
+def _task_store() -> TaskStore:
+    """The running instance's task store (made in its __init__)."""
+    return current_service().tasks
+
+
 # Outermost first: no key → 401 before anything is counted or read; then admission, the upload limits,
-# the body guard of every route that takes a body, the docs, and unknown paths in the error shape.
+# the body guard of every route that takes a body, the tasks' status/get/cancel, the docs, and unknown
+# paths in the error shape.
 EditXService.add_asgi_middleware(AuthMiddleware, settings=current_settings)
 EditXService.add_asgi_middleware(AdmissionMiddleware, settings=current_settings)
 EditXService.add_asgi_middleware(UploadLimitMiddleware, max_body_bytes=_body_limit, settings=current_settings)
 EditXService.add_asgi_middleware(FormGuardMiddleware, routes=_body_routes)
-EditXService.add_asgi_middleware(OpenAPIMiddleware, body_routes=_body_routes, settings=current_settings)
+EditXService.add_asgi_middleware(native_tasks.TaskRoutesMiddleware, routes=_task_routes, store=_task_store)
+EditXService.add_asgi_middleware(OpenAPIMiddleware, body_routes=_body_routes, settings=current_settings,
+                                 task_routes=_task_routes)
 EditXService.add_asgi_middleware(PlainRefusalMiddleware)  # unknown paths and methods through the error table

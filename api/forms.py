@@ -63,16 +63,19 @@ class BodySpec:
 def bentoml_body_specs(apis: Iterable[Any]) -> dict[str, BodySpec]:
     """The BentoML APIs' routes (``api.route``, ``api.input_spec``) as bodies checked against their model.
 
-    An API with a file field takes multipart forms; one without takes a JSON object.
+    An API with a file field takes multipart forms; one without takes a JSON object. A task
+    (``@bentoml.task``) also takes that body at ``route/submit``.
     """
     out: dict[str, BodySpec] = {}
     for api in apis:
         model = api.input_spec
         if not model.multipart_fields:
             out[api.route] = BodySpec("json", frozenset(model.model_fields), model=model)
-            continue
-        out[api.route] = BodySpec("multipart", frozenset(model.model_fields),
-                                  frozenset(model.multipart_fields), model)
+        else:
+            out[api.route] = BodySpec("multipart", frozenset(model.model_fields),
+                                      frozenset(model.multipart_fields), model)
+        if getattr(api, "is_task", False):  # a task's submit route takes the same body (api.native.tasks)
+            out[f"{api.route}/submit"] = out[api.route]
     return out
 
 

@@ -4,7 +4,8 @@ BentoML writes the spec of its audio APIs itself (with its own 400/404/500 shape
 never answers) and FastAPI documents a 422 that the native routes answer as a 400. This middleware
 rewrites the served spec: the one error shape (``ErrorBody``; OpenAI's under /v1),
 the statuses each operation can really answer (from the body guard's table of routes and ``api.errors``'
-table), and the bearer security scheme.
+table), the bearer security scheme, and the answers of the tasks' routes (BentoML documents a status
+shape its own answers do not have, and gives cancel the operationId of retry; see ``api.native.tasks``).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ _REASONS = {
     401: "no valid API key (only when EDITX_API_KEYS / EDITX_API_KEYS_FILE is set)",
     404: "what the request names does not exist (a voice, a model)",
     408: "the request body did not arrive within EDITX_UPLOAD_TIMEOUT_S, or sent nothing for EDITX_UPLOAD_IDLE_S",
-    409: "the name is taken",
+    409: "the name is taken; or the task is not there yet (not completed, cancelled, already finished)",
     413: "over a size limit (upload, audio length, text length, token budget)",
     415: "not the body type the operation takes (multipart/form-data or application/json)",
     429: f"busy (EDITX_MAX_REQUESTS, EDITX_MAX_UPLOADS); Retry-After: {BUSY_RETRY_AFTER_S}",
@@ -36,7 +37,8 @@ _WORK_METHODS = ("post", "put", "patch", "delete")
 CAPTIONED_PATHS = ("/clone", "/dialogue")  # BentoML APIs that answer JSON or events when asked for captions
 
 
-def _statuses(path: str, method: str, op: dict[str, Any], body_routes: Mapping[str, BodySpec]) -> list[int]:
+def _statuses(path: str, method: str, op: dict[str, Any], body_routes: Mapping[str, BodySpec],
+              task_paths: frozenset[str] = frozenset()) -> list[int]:
     if path in PROBE_PATHS:
         return []
     out = [401]
@@ -48,14 +50,62 @@ def _statuses(path: str, method: str, op: dict[str, Any], body_routes: Mapping[s
         out += [415, 503]
     elif path.startswith("/v1/") and method in _WORK_METHODS:
         out.append(503)
-    if path in ("/v1/audio/speech", "/clone") or "{" in path:
+    if path in ("/v1/audio/speech", "/clone", "/tasks/clone") or "{" in path:
         out.append(404)  # an unknown voice (or model)
+    action = path.rpartition("/")[2]
+    if path in task_paths and action != "submit":
+        out += [404, 409]  # an unknown or expired task id; a task not in a state for this
+        if action == "get":
+            out += [413, 503]  # a failed task's own error (a refusal found once it ran)
     if path == "/v1/audio/voices" and method == "post":
         out.append(409)
     return sorted(set(out))
 
 
-def augment(spec: dict[str, Any], body_routes: Mapping[str, BodySpec], auth: bool) -> dict[str, Any]:
+def _task_answers(spec: dict[str, Any], task_routes: Mapping[str, str]) -> frozenset[str]:
+    """Document what the tasks' routes answer (api.native.tasks); returns their paths."""
+    from api.native.tasks import TaskCaptions, TaskStatus, TaskSubmitted
+
+    schemas = spec["components"]["schemas"]
+    for model in (TaskSubmitted, TaskStatus, TaskCaptions):
+        schemas[model.__name__] = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        for name, sub in schemas[model.__name__].pop("$defs", {}).items():
+            schemas.setdefault(name, sub)
+
+    def answer(model: type) -> dict[str, Any]:
+        return {"application/json": {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}}
+
+    paths = spec.get("paths", {})
+    out: set[str] = set()
+    for route, name in task_routes.items():
+        for action, method, model in (("submit", "post", TaskSubmitted), ("retry", "post", TaskSubmitted),
+                                      ("status", "get", TaskStatus), ("cancel", "put", TaskStatus)):
+            op = paths.get(f"{route}/{action}", {}).get(method)
+            if op is None:
+                continue
+            out.add(f"{route}/{action}")
+            op["responses"]["200"] = {"description": f"the task's {'id' if model is TaskSubmitted else 'state'}",
+                                      "content": answer(model)}
+            if action == "cancel":
+                op["operationId"] = op["operationId"].removesuffix("_retry") + "_cancel"
+                op["x-bentoml-name"] = f"{name}_cancel"
+                op["description"] = f"Cancel a pending or running task of {name}: its requests stop within one step"
+            if action == "status":
+                op["description"] = f"State and progress (stage, fraction 0..1) of a task of {name}"
+        op = paths.get(f"{route}/get", {}).get("get")
+        if op is not None:
+            out.add(f"{route}/get")
+            op["description"] = (f"The audio of a completed task of {name} (in the response_format it was "
+                                 "submitted with); with captions=true, where each spoken piece sits in it")
+            op.setdefault("parameters", []).append({
+                "name": "captions", "in": "query", "required": False,
+                "schema": {"type": "boolean", "default": False, "title": "Captions"}})
+            op["responses"].setdefault("200", {}).setdefault("content", {}).update(answer(TaskCaptions))
+    return frozenset(out)
+
+
+def augment(spec: dict[str, Any], body_routes: Mapping[str, BodySpec], auth: bool,
+            task_routes: Mapping[str, str] | None = None) -> dict[str, Any]:
     """The spec with the refusals documented in the service's error shapes."""
     schemas = spec.setdefault("components", {}).setdefault("schemas", {})
     schemas["ErrorBody"] = ErrorBody.model_json_schema()
@@ -69,6 +119,7 @@ def augment(spec: dict[str, Any], body_routes: Mapping[str, BodySpec], auth: boo
     schemas["CaptionedAudio"] = captioned
     spec["components"].setdefault("securitySchemes", {})["bearer"] = {
         "type": "http", "scheme": "bearer", "description": "an API key from EDITX_API_KEYS / EDITX_API_KEYS_FILE"}
+    task_paths = _task_answers(spec, task_routes or {})
     for path, ops in spec.get("paths", {}).items():
         shape = "OpenAIErrorBody" if path.startswith("/v1/") else "ErrorBody"
         for method, op in ops.items():
@@ -81,7 +132,7 @@ def augment(spec: dict[str, Any], body_routes: Mapping[str, BodySpec], auth: boo
                 content = responses["200"].setdefault("content", {})
                 content["application/json"] = {"schema": {"$ref": "#/components/schemas/CaptionedAudio"}}
                 content["text/event-stream"] = {"schema": {"type": "string"}}
-            for status in _statuses(path, method, op, body_routes):
+            for status in _statuses(path, method, op, body_routes, task_paths):
                 responses[str(status)] = {
                     "description": _REASONS[status],
                     "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{shape}"}}},
@@ -97,10 +148,12 @@ class OpenAPIMiddleware:
     """Rewrites the body of GET /docs.json with :func:`augment`."""
 
     def __init__(self, app: ASGIApp, body_routes: Callable[[], Mapping[str, BodySpec]],
-                 settings: Callable[[], HttpSettings]) -> None:
+                 settings: Callable[[], HttpSettings],
+                 task_routes: Callable[[], Mapping[str, str]] | None = None) -> None:
         self.app = app
         self._routes = body_routes
         self._settings = settings
+        self._task_routes = task_routes or dict
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] != SPEC_PATH or scope.get("method") not in ("GET", "HEAD"):
@@ -121,7 +174,7 @@ class OpenAPIMiddleware:
         body = b"".join(chunks)
         if start["status"] == 200:
             try:
-                spec = augment(json.loads(body), self._routes(), bool(self._settings().keys()))
+                spec = augment(json.loads(body), self._routes(), bool(self._settings().keys()), self._task_routes())
                 body = json.dumps(spec).encode()
             except ValueError:
                 pass

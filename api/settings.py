@@ -26,6 +26,10 @@ class HttpSettings(BaseModel):
                                                          "answered 408 and frees its upload slot at once")
     max_uploads: int = Field(32, gt=0, description="request bodies received at once; more answer 429 at once")
     max_requests: int = Field(64, gt=0, description="work requests (APIs, UI actions) in flight; more answer 429")
+    task_ttl_s: float = Field(3600.0, gt=0, description="a finished task (its result, status or error) is kept "
+                                                        "this many seconds, then its id is unknown (404)")
+    task_max_mb: float = Field(512.0, gt=0, description="finished tasks' results kept in memory together, MiB; "
+                                                        "over it the oldest finished go first")
     _keys: tuple[str, ...] | None = PrivateAttr(None)
 
     @classmethod

@@ -30,15 +30,29 @@ async def _upload(engine: EditXEngine, path: Path | None, field: str):  # noqa: 
     return await anyio.to_thread.run_sync(read_upload, path, field, engine.config.max_upload_bytes)
 
 
+async def clone_job(engine: EditXEngine, *, target_text: str, prompt_audio: Path | None, voice: str,
+                    prompt_text: str, seed: int | None, speed: float, instructions: str) -> CloneJob:
+    """The job of a /clone form (also what the clone task runs): the upload decoded, the instructions parsed."""
+    prompt = await _upload(engine, prompt_audio, "prompt_audio")
+    return CloneJob(target_text, prompt, prompt_text or None, voice or None, seed, speed,
+                    parse_instructions(instructions))
+
+
+async def edit_job(engine: EditXEngine, *, audio: Path, edit_type: str, edit_info: str, audio_text: str,
+                   target_text: str, n_edit_iter: int, seed: int | None) -> EditJob:
+    """The job of an /edit form (also what the edit task runs)."""
+    source = await _upload(engine, audio, "audio")
+    return EditJob(source, edit_type, edit_info or None, audio_text or None, target_text or None, n_edit_iter, seed)
+
+
 async def clone(engine: EditXEngine, request: Request | None, *, target_text: str, prompt_audio: Path | None,
                 voice: str, prompt_text: str, seed: int | None, response_format: str, speed: float,
                 instructions: str, stream: bool, captions: CaptionFormat | None = None) -> Response:
     """POST /clone: speak ``target_text`` in the uploaded or registered voice, then any edit passes."""
     try:
         require_ready(engine)
-        prompt = await _upload(engine, prompt_audio, "prompt_audio")
-        job = CloneJob(target_text, prompt, prompt_text or None, voice or None, seed, speed,
-                       parse_instructions(instructions))
+        job = await clone_job(engine, target_text=target_text, prompt_audio=prompt_audio, voice=voice,
+                              prompt_text=prompt_text, seed=seed, speed=speed, instructions=instructions)
         return await answer_job(request, engine, job, stream=stream, fmt=response_format, captions=captions)
     except USER_ERRORS as exc:
         return error_response(exc)
@@ -52,9 +66,8 @@ async def edit(engine: EditXEngine, request: Request | None, *, audio: Path, edi
     """POST /edit: edit the uploaded audio ``n_edit_iter`` times."""
     try:
         require_ready(engine)
-        source = await _upload(engine, audio, "audio")
-        job = EditJob(source, edit_type, edit_info or None, audio_text or None, target_text or None, n_edit_iter,
-                      seed)
+        job = await edit_job(engine, audio=audio, edit_type=edit_type, edit_info=edit_info, audio_text=audio_text,
+                             target_text=target_text, n_edit_iter=n_edit_iter, seed=seed)
         return await answer_job(request, engine, job, stream=stream, fmt=response_format)
     except USER_ERRORS as exc:
         return error_response(exc)

@@ -43,8 +43,8 @@ class TurnIn(BaseModel):
                                                    f"empty = {DEFAULT_PAUSE_MS}")
 
 
-class DialogueRequest(BaseModel):
-    """POST /dialogue: ``turns`` or ``script`` (exactly one), and how to answer."""
+class DialogueScript(BaseModel):
+    """A dialogue: ``turns`` or ``script`` (exactly one), its audio format and seed (what a task takes too)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -52,14 +52,10 @@ class DialogueRequest(BaseModel):
                                                          "give `turns` or `script`, not both")
     script: str | None = Field(None, description=SCRIPT_DESCRIPTION)
     response_format: AudioFormat = Field("wav", description="wav, flac, mp3, opus, aac or pcm (16-bit LE mono)")
-    stream: bool = Field(False, description="send the audio as it is made, the first turn before the last is "
-                                            "generated (not flac)")
     seed: int | None = Field(None, ge=0, le=2**32 - 1, description="fixes sampling; empty = random")
-    captions: CaptionFormat | None = Field(None, description=CAPTIONS_DESCRIPTION + "; dialogue cues carry "
-                                                             "their voice, and `turns` says where each turn is")
 
     @model_validator(mode="after")
-    def _one_form(self) -> "DialogueRequest":
+    def _one_form(self) -> "DialogueScript":
         """A dialogue is written one way: a list of turns or a script."""
         if self.turns is not None and self.script is not None:
             raise ValueError("give either turns (a JSON list) or script (text), not both")
@@ -79,6 +75,15 @@ class DialogueRequest(BaseModel):
                  t.pause_after_ms)
             for i, t in enumerate(self.turns or ()))
         return DialogueJob(turns, self.seed)
+
+
+class DialogueRequest(DialogueScript):
+    """POST /dialogue: the dialogue, and how to answer it (streamed, captioned)."""
+
+    stream: bool = Field(False, description="send the audio as it is made, the first turn before the last is "
+                                            "generated (not flac)")
+    captions: CaptionFormat | None = Field(None, description=CAPTIONS_DESCRIPTION + "; dialogue cues carry "
+                                                             "their voice, and `turns` says where each turn is")
 
 
 def _headers(job: DialogueJob) -> dict[str, str]:

@@ -106,6 +106,19 @@ def test_readme_streaming_curl_runs_as_pasted(server_url: str, voice: Path, tmp_
     assert rate == 24000 and samples.size > 0
 
 
+def test_readme_task_curl_runs_as_pasted(server_url: str, voice: Path, tmp_path: Path) -> None:
+    from tests.readme_snippets import DEFAULT_URL, code_block
+
+    (tmp_path / "voice.wav").write_bytes(voice.read_bytes())
+    script = "set -euo pipefail\n" + code_block("bash", "/tasks/edit/submit").replace(DEFAULT_URL, server_url)
+    done = subprocess.run(["bash", "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    samples, rate = decode((tmp_path / "long-edit.wav").read_bytes())
+    assert rate == 24000 and samples.size > 0
+    assert '"captions":' in done.stdout and '"progress":' in done.stdout
+    assert done.stdout.rstrip().endswith("}")  # the cancel's answer: the task's status, or why not (finished)
+
+
 def test_plain_http_upload_and_headers(server_url: str, voice: Path) -> None:
     # What curl -F sends: application/octet-stream.
     r = httpx.post(
