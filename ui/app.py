@@ -13,47 +13,51 @@ transcript); Clear empties it.
 
 from __future__ import annotations
 
-import tempfile
 import threading
-import uuid
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any, TypeVar
 
 import anyio
 import gradio as gr
 from pydantic import BaseModel
 
-from api.audio_out import encode, to_s16
+from api.audio_out import to_s16
 from api.logs import LogRecordOut
 from api.logs import installed as installed_log_buffer
 from api.status import TINY_NOTE, build_status, require_ready
 from api.uploads import read_upload
 from runners.config import EngineConfig
 from runners.text.vocab import VOCABULARY
-from runners.engine import EditXEngine, Synthesis
+from runners.engine import EditXEngine
 from runners.errors import USER_ERRORS, EngineUnavailableError, InvalidInputError
 from runners.jobs import CloneJob, EditJob, Progress, parse_instructions
 from runners.voices import VoiceRegistry
 from ui.controls import add_markup_controls
+from ui.dialogue import SCRIPT_HELP, add_line, dialogue_action, edit_choices, example_script
+from ui.outputs import summary as _summary
+from ui.outputs import write_output
 
 EngineGetter = Callable[[], EditXEngine]
 T = TypeVar("T")
 EDIT_TYPES: list[str] = [s.name for s in VOCABULARY.edit_types]
-OUTPUT_DIR = Path(tempfile.gettempdir()) / "editx-ui"
-KEEP_OUTPUTS = 500  # newest UI outputs kept on disk; older ones go so a long-running service never fills it
 
-HELP = f"""
+def help_text(config: EngineConfig) -> str:
+    """The first tab's help, with the limits in force (they come from the environment)."""
+    return f"""
 **CLONE** speaks *Target text* in the voice of the input audio and starts a new history. *Prompt text* is
-the exact transcript of the input audio; leave it empty to have it transcribed (or press **Transcribe**). **EDIT** changes the newest audio of the history (or the input audio when the
+the exact transcript of the input audio; leave it empty to have it transcribed (or press **Transcribe**).
+**EDIT** changes the newest audio of the history (or the input audio when the
 history is empty) and adds the result to the history, so edits can be stacked. *Edits after CLONE* applies
 edit values to the clone in one go (as `instructions` does in the API), each pass seeded after the clone.
 Paralinguistic edits need *Target text*: the transcript with tags inserted where the sound goes, e.g.
 `Great[Laughter], the weather is so nice today[Surprise-ah].` Tags: {" ".join(VOCABULARY.paralinguistic_tags)}.
 **Voices** keep an input audio (with its prompt text, or Whisper's) under a name: *CLONE with voice* then
 needs no upload and skips preparing the prompt; the same voices serve `/v1/audio/speech`. *Stream* plays the
-speech while it is made.
-Input audio: 0.1 s up to the service limit (30 s unless EDITX_MAX_AUDIO_S says otherwise).
+speech while it is made. **Dialogue** (next tab) speaks a script of lines in several saved voices.
+Input audio: 0.1 s to {config.max_audio_s:g} s as a CLONE prompt or voice (EDITX_MAX_AUDIO_S). **EDIT** takes
+recordings up to {config.max_edit_audio_s:g} s (EDITX_MAX_EDIT_AUDIO_S): one longer than {config.max_audio_s:g} s is
+cut at its pauses and edited in pieces (the progress bar counts them); paralinguistic edits take
+{config.max_audio_s:g} s at most.
 """
 
 
@@ -78,25 +82,6 @@ def banner_text(engine: EditXEngine | None) -> str:
     elif engine.state != "loaded":
         parts.append("⏳ The model is loading; CLONE and EDIT work once it is ready.")
     return "\n\n".join(parts)
-
-
-def write_output(syn: Synthesis, directory: Path = OUTPUT_DIR, keep: int = KEEP_OUTPUTS) -> str:
-    """Save a result for the player and the history; keep only the newest ``keep`` files."""
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"editx-{uuid.uuid4().hex[:12]}.wav"
-    path.write_bytes(encode(syn.samples, syn.sample_rate, "wav"))
-    outputs = sorted(directory.glob("editx-*.wav"), key=lambda p: p.stat().st_mtime_ns)
-    for old in outputs[: max(0, len(outputs) - keep)]:
-        old.unlink(missing_ok=True)
-    return str(path)
-
-
-def _summary(syn: Synthesis) -> str:
-    times = ", ".join(f"{k} {v:.2f} s" for k, v in syn.timings.items())
-    return (
-        f"{syn.duration_s:.2f} s of audio, {syn.generated_tokens} tokens, {syn.iterations} pass(es); "
-        f"took {sum(syn.timings.values()):.2f} s ({times})"
-    )
 
 
 def _seed(value: float | int | None) -> int | None:
@@ -254,7 +239,9 @@ def edit_action(
     if int(n_edit_iter) > 1:
         what += f" ×{int(n_edit_iter)}"
     new_text = target_text.strip() if spec.needs_target_text else transcript
-    return path, [*history, HistoryItem(label=what, path=path, text=new_text or "")], _summary(syn)
+    # A long recording is edited in pieces, one caption each: say so beside the timings.
+    pieces = f"edited in {len(syn.captions)} pieces; " if len(syn.captions) > 1 else ""
+    return path, [*history, HistoryItem(label=what, path=path, text=new_text or "")], pieces + _summary(syn)
 
 
 # ---------------------------------------------------------------- voices
@@ -289,6 +276,23 @@ def stream_clone_action(
         chunks.close()
 
 
+def gradio_progress(progress: gr.Progress) -> Progress:
+    """The engine's progress callback feeding a Gradio progress bar that never moves back.
+
+    A job made of parts prepares them all before it decodes them in order, so the engine's
+    fractions can step back (turn 3 generating, then turn 1 decoding); the bar keeps the
+    highest fraction so far and shows the newest stage.
+    """
+    done = 0.0
+
+    def report(stage: str, fraction: float) -> None:
+        nonlocal done
+        done = max(done, min(max(fraction, 0.0), 1.0))
+        progress(done, desc=stage)
+
+    return report
+
+
 async def cancellable(call: Callable[[threading.Event], T]) -> T:
     """``call(cancel)`` in a worker thread; when Gradio cancels the event (Stop, or the page goes), set ``cancel``.
 
@@ -305,12 +309,6 @@ async def cancellable(call: Callable[[threading.Event], T]) -> T:
 # --------------------------------------------------------------------- UI
 def build_ui(get_engine: EngineGetter) -> gr.Blocks:
     """The Blocks (not launched: the service mounts it); the banner is filled from the engine on page load."""
-
-    def gradio_progress(progress: gr.Progress) -> Progress:
-        def report(stage: str, fraction: float) -> None:
-            progress(min(max(fraction, 0.0), 1.0), desc=stage)
-
-        return report
 
     async def on_clone(audio_path, prompt_text, target_text, seed, instructions="",  # noqa: ANN001, ANN202
                        progress=gr.Progress()):
@@ -422,66 +420,125 @@ def build_ui(get_engine: EngineGetter) -> gr.Blocks:
         except USER_ERRORS as exc:
             raise gr.Error(str(exc)) from None
 
+    async def on_dialogue(script, seed, progress=gr.Progress()):  # noqa: ANN001, ANN202
+        try:
+            engine = _ready_engine(get_engine)
+            result = await cancellable(lambda cancel: dialogue_action(
+                engine, script or "", _seed(seed), gradio_progress(progress), cancel,
+            ))
+        except USER_ERRORS as exc:
+            raise gr.Error(str(exc)) from None
+        return result.audio_path, result.srt, result.caption_files, result.summary
+
+    def on_add_line(script, voice, edits, text):  # noqa: ANN001, ANN202
+        try:
+            return add_line(script, voice, edits, text), ""
+        except USER_ERRORS as exc:
+            raise gr.Error(str(exc)) from None
+
+    def on_example_script():  # noqa: ANN202
+        engine = _engine_or_none(get_engine)
+        return example_script([v.id for v in engine.voices.all()] if engine is not None else [])
+
     first = VOCABULARY.edit_types[0]
+    config = EngineConfig.from_env()  # the limits the hints quote: the service's engine reads the same environment
     # Gradio keeps every upload in its cache folder: files older than an hour go, checked every 10 min.
     with gr.Blocks(title="Step-Audio-EditX", delete_cache=(600, 3600)) as demo:
         gr.Markdown("# Step-Audio-EditX\nZero-shot voice cloning and expressive speech editing.")
         banner = gr.Markdown("", elem_id="editx-banner")
         history_state = gr.State([])
-        with gr.Row():
-            with gr.Column():
-                audio_in = gr.Audio(sources=["upload", "microphone"], type="filepath",
-                                    label="Input audio (prompt voice, or audio to edit)", elem_id="editx-input-audio")
-                prompt_text = gr.Textbox(label="Prompt text (transcript of the input audio)", lines=2,
-                                         elem_id="editx-prompt-text")
-                transcribe_btn = gr.Button("Transcribe input audio into Prompt text", size="sm",
-                                           elem_id="editx-transcribe")
-                target_text = gr.Textbox(label="Target text (what to say / tagged text for paralinguistic)",
-                                         lines=2, max_length=EngineConfig.from_env().max_text_chars,
-                                         elem_id="editx-target-text")
-                add_markup_controls(target_text)
+        with gr.Tabs(elem_id="editx-tabs"):
+            with gr.Tab("Clone & edit", id="clone-edit", elem_id="editx-tab-clone"):
                 with gr.Row():
-                    edit_type = gr.Dropdown(EDIT_TYPES, value=first.name, label="Edit type", elem_id="editx-edit-type")
-                    edit_info = gr.Dropdown(first.values, value=first.values[0], label="Edit value",
-                                            elem_id="editx-edit-info")
-                type_hint = gr.Markdown(first.description)
-                instructions = gr.Textbox(label="Edits after CLONE (optional): comma-separated edit values, "
-                                                "e.g. 'happy' or 'whisper, slower'", lines=1,
-                                          elem_id="editx-instructions")
+                    with gr.Column():
+                        audio_in = gr.Audio(sources=["upload", "microphone"], type="filepath",
+                                            label=f"Input audio (a voice prompt up to {config.max_audio_s:g} s, "
+                                                  f"or audio to edit up to {config.max_edit_audio_s:g} s)",
+                                            elem_id="editx-input-audio")
+                        prompt_text = gr.Textbox(label="Prompt text (transcript of the input audio)", lines=2,
+                                                 elem_id="editx-prompt-text")
+                        transcribe_btn = gr.Button("Transcribe input audio into Prompt text", size="sm",
+                                                   elem_id="editx-transcribe")
+                        target_text = gr.Textbox(label="Target text (what to say / tagged text for paralinguistic)",
+                                                 lines=2, max_length=config.max_text_chars,
+                                                 elem_id="editx-target-text")
+                        add_markup_controls(target_text)
+                        with gr.Row():
+                            edit_type = gr.Dropdown(EDIT_TYPES, value=first.name, label="Edit type",
+                                                    elem_id="editx-edit-type")
+                            edit_info = gr.Dropdown(first.values, value=first.values[0], label="Edit value",
+                                                    elem_id="editx-edit-info")
+                        type_hint = gr.Markdown(first.description)
+                        instructions = gr.Textbox(label="Edits after CLONE (optional): comma-separated edit values, "
+                                                        "e.g. 'happy' or 'whisper, slower'", lines=1,
+                                                  elem_id="editx-instructions")
+                        with gr.Row():
+                            n_iter = gr.Slider(1, 5, value=1, step=1, label="Edit passes (n_edit_iter)")
+                            seed = gr.Number(value=-1, precision=0, minimum=-1, label="Seed (-1 = random)")
+                        with gr.Row():
+                            clone_btn = gr.Button("CLONE", variant="primary", elem_id="editx-clone")
+                            edit_btn = gr.Button("EDIT", variant="primary", elem_id="editx-edit")
+                            clear_btn = gr.Button("Clear history", elem_id="editx-clear")
+                            stop_btn = gr.Button("Stop", variant="stop", elem_id="editx-stop")
+                        gr.Markdown(help_text(config))
+                    with gr.Column():
+                        audio_out = gr.Audio(type="filepath", label="Output", interactive=False,
+                                             waveform_options=gr.WaveformOptions(show_recording_waveform=True),
+                                             buttons=["download"], elem_id="editx-output")
+                        summary = gr.Markdown(elem_id="editx-summary")
+                        chat = gr.Chatbot(label="History (EDIT works on the newest audio)", height=420,
+                                          elem_id="editx-history")
+                with gr.Accordion("Voices: save the input audio under a name, clone with it, stream", open=True):
+                    with gr.Row():
+                        voice_name = gr.Textbox(label="Voice name (A–Z a–z 0–9 _ -, up to 64)", max_length=64,
+                                                elem_id="editx-voice-name")
+                        save_voice_btn = gr.Button("Save input audio as voice", elem_id="editx-save-voice")
+                    with gr.Row():
+                        # Custom values are allowed so that API clients (gradio_client) may name any registered voice:
+                        # the choices shown are refreshed from the registry, and the handler checks the id there.
+                        voice_pick = gr.Dropdown([], value=None, label="Registered voice", allow_custom_value=True,
+                                                 elem_id="editx-voice")
+                        refresh_voices_btn = gr.Button("Refresh", size="sm", elem_id="editx-refresh-voices")
+                        delete_voice_btn = gr.Button("Delete voice", size="sm", variant="stop",
+                                                     elem_id="editx-delete-voice")
+                    with gr.Row():
+                        clone_voice_btn = gr.Button("CLONE with voice", variant="primary", elem_id="editx-clone-voice")
+                        stream_btn = gr.Button("Stream (plays while it is made; voice, or the input audio)",
+                                               elem_id="editx-stream")
+                    stream_out = gr.Audio(streaming=True, autoplay=True, interactive=False, label="Streamed playback",
+                                          elem_id="editx-stream-output")
+            with gr.Tab("Dialogue", id="dialogue", elem_id="editx-tab-dialogue"):
+                gr.Markdown(SCRIPT_HELP)
                 with gr.Row():
-                    n_iter = gr.Slider(1, 5, value=1, step=1, label="Edit passes (n_edit_iter)")
-                    seed = gr.Number(value=-1, precision=0, minimum=-1, label="Seed (-1 = random)")
-                with gr.Row():
-                    clone_btn = gr.Button("CLONE", variant="primary", elem_id="editx-clone")
-                    edit_btn = gr.Button("EDIT", variant="primary", elem_id="editx-edit")
-                    clear_btn = gr.Button("Clear history", elem_id="editx-clear")
-                    stop_btn = gr.Button("Stop", variant="stop", elem_id="editx-stop")
-                gr.Markdown(HELP)
-            with gr.Column():
-                audio_out = gr.Audio(type="filepath", label="Output", interactive=False,
-                                     waveform_options=gr.WaveformOptions(show_recording_waveform=True),
-                                     buttons=["download"], elem_id="editx-output")
-                summary = gr.Markdown(elem_id="editx-summary")
-                chat = gr.Chatbot(label="History (EDIT works on the newest audio)", height=420,
-                                  elem_id="editx-history")
-        with gr.Accordion("Voices: save the input audio under a name, clone with it, stream", open=True):
-            with gr.Row():
-                voice_name = gr.Textbox(label="Voice name (A–Z a–z 0–9 _ -, up to 64)", max_length=64,
-                                        elem_id="editx-voice-name")
-                save_voice_btn = gr.Button("Save input audio as voice", elem_id="editx-save-voice")
-            with gr.Row():
-                # Custom values are allowed so that API clients (gradio_client) may name any registered voice:
-                # the choices shown are refreshed from the registry, and the handler checks the id there.
-                voice_pick = gr.Dropdown([], value=None, label="Registered voice", allow_custom_value=True,
-                                         elem_id="editx-voice")
-                refresh_voices_btn = gr.Button("Refresh", size="sm", elem_id="editx-refresh-voices")
-                delete_voice_btn = gr.Button("Delete voice", size="sm", variant="stop", elem_id="editx-delete-voice")
-            with gr.Row():
-                clone_voice_btn = gr.Button("CLONE with voice", variant="primary", elem_id="editx-clone-voice")
-                stream_btn = gr.Button("Stream (plays while it is made; voice, or the input audio)",
-                                       elem_id="editx-stream")
-            stream_out = gr.Audio(streaming=True, autoplay=True, interactive=False, label="Streamed playback",
-                                  elem_id="editx-stream-output")
+                    with gr.Column(scale=3):
+                        script_box = gr.Textbox(label="Script", lines=12, max_lines=40, elem_id="editx-script")
+                        with gr.Row(equal_height=True):
+                            with gr.Column(scale=2, min_width=200):
+                                # Custom values: a voice saved elsewhere (API, another session) before a Refresh.
+                                line_voice = gr.Dropdown([], value=None, label="Voice of the new line",
+                                                         allow_custom_value=True, elem_id="editx-line-voice")
+                                refresh_line_voices_btn = gr.Button("Refresh voices", size="sm",
+                                                                    elem_id="editx-refresh-line-voices")
+                            line_edits = gr.Dropdown(edit_choices(), value=[], multiselect=True, scale=3,
+                                                     label="Edits after the line (optional, in order)",
+                                                     elem_id="editx-line-edits")
+                        with gr.Row(equal_height=True):
+                            line_text = gr.Textbox(label="Line text", lines=1, scale=4, elem_id="editx-line-text")
+                            add_line_btn = gr.Button("Add line", scale=1, elem_id="editx-add-line")
+                        with gr.Row():
+                            dialogue_seed = gr.Number(value=-1, precision=0, minimum=-1,
+                                                      label="Seed (-1 = random)", elem_id="editx-dialogue-seed")
+                            dialogue_btn = gr.Button("Generate dialogue", variant="primary",
+                                                     elem_id="editx-dialogue-generate")
+                            dialogue_stop_btn = gr.Button("Stop", variant="stop", elem_id="editx-dialogue-stop")
+                    with gr.Column(scale=2):
+                        dialogue_out = gr.Audio(type="filepath", label="Dialogue", interactive=False,
+                                                buttons=["download"], elem_id="editx-dialogue-output")
+                        dialogue_summary = gr.Markdown(elem_id="editx-dialogue-summary")
+                        captions_box = gr.Textbox(label="Captions (SRT)", lines=10, max_lines=20, interactive=False,
+                                                  buttons=["copy"], elem_id="editx-captions")
+                        caption_files = gr.File(label="Caption files (.srt, .vtt)", file_count="multiple",
+                                                interactive=False, elem_id="editx-caption-files")
         with gr.Accordion("Service: status, prompt cache, live log", open=False):
             status_md = gr.Markdown(elem_id="editx-status")
             clear_cache_btn = gr.Button("Clear prompt cache", size="sm", elem_id="editx-clear-cache")
@@ -496,10 +553,12 @@ def build_ui(get_engine: EngineGetter) -> gr.Blocks:
         edit_evt = edit_btn.click(on_edit, [history_state, audio_in, prompt_text, edit_type, edit_info, target_text,
                                             n_iter, seed], outputs, concurrency_limit=None, api_name="edit")
         clear_btn.click(on_clear, None, outputs, api_name=False)
+        # The Dialogue tab's voice picker follows the registry as the Voices section changes it.
         save_voice_btn.click(on_save_voice, [audio_in, voice_name, prompt_text], voice_pick, concurrency_limit=1,
-                             api_name=False)
+                             api_name=False).then(on_voices_refresh, line_voice, line_voice, api_name=False)
         refresh_voices_btn.click(on_voices_refresh, voice_pick, voice_pick, api_name=False)
-        delete_voice_btn.click(on_delete_voice, voice_pick, voice_pick, api_name=False)
+        delete_voice_btn.click(on_delete_voice, voice_pick, voice_pick, api_name=False).then(
+            on_voices_refresh, line_voice, line_voice, api_name=False)
         clone_voice_evt = clone_voice_btn.click(on_clone_voice, [voice_pick, target_text, seed, instructions], outputs,
                                                 concurrency_limit=None, api_name="clone_voice")
         stream_evt = stream_btn.click(on_stream, [voice_pick, audio_in, prompt_text, target_text, seed, instructions],
@@ -507,6 +566,13 @@ def build_ui(get_engine: EngineGetter) -> gr.Blocks:
                                       concurrency_limit=None, api_name=False)
         # Stop aborts what runs: the engine drops the request within one step (a stream closes).
         stop_btn.click(None, None, None, cancels=[clone_evt, edit_evt, clone_voice_evt, stream_evt], api_name=False)
+        dialogue_evt = dialogue_btn.click(on_dialogue, [script_box, dialogue_seed],
+                                          [dialogue_out, captions_box, caption_files, dialogue_summary],
+                                          concurrency_limit=None, api_name="dialogue")
+        dialogue_stop_btn.click(None, None, None, cancels=[dialogue_evt], api_name=False)
+        add_line_btn.click(on_add_line, [script_box, line_voice, line_edits, line_text], [script_box, line_text],
+                           api_name=False)
+        refresh_line_voices_btn.click(on_voices_refresh, line_voice, line_voice, api_name=False)
         edit_type.change(on_type, edit_type, [edit_info, type_hint], api_name=False)
         transcribe_btn.click(on_transcribe, audio_in, prompt_text, concurrency_limit=1, api_name=False)
         clear_cache_btn.click(on_clear_cache, None, status_md, api_name=False)
@@ -514,5 +580,7 @@ def build_ui(get_engine: EngineGetter) -> gr.Blocks:
                    queue=False)
         demo.load(on_tick, None, [banner, status_md, log_box], api_name=False)
         demo.load(on_voices_refresh, None, voice_pick, api_name=False)
+        demo.load(on_voices_refresh, None, line_voice, api_name=False)
+        demo.load(on_example_script, None, script_box, api_name=False)
     demo.queue(default_concurrency_limit=1)
     return demo

@@ -1,4 +1,4 @@
-"""Every named UI endpoint works from ``gradio_client`` against a served instance, the voice one included.
+"""Every named UI endpoint works from ``gradio_client`` against a served instance, the voice and dialogue ones included.
 
 The voice dropdown's choices are refreshed for browser sessions only; an API client names a voice the
 registry knows, and the handler checks it there (an unknown one is a clear error, not a 500).
@@ -29,7 +29,7 @@ def test_clone_edit_and_clone_voice_from_gradio_client(tiny_root: Path, tmp_path
         client = Client(f"{url}/ui/", verbose=False, analytics_enabled=False, download_files=str(tmp_path / "dl"))
         try:
             named = set(client.view_api(print_info=False, return_format="dict")["named_endpoints"])
-            assert {"/clone", "/edit", "/clone_voice"} <= named
+            assert {"/clone", "/edit", "/clone_voice", "/dialogue"} <= named
 
             def audio(result: tuple) -> float:
                 info = sf.info(result[0])
@@ -43,5 +43,15 @@ def test_clone_edit_and_clone_voice_from_gradio_client(tiny_root: Path, tmp_path
             assert audio(client.predict("stella", "Hello in a saved voice.", 0, "", api_name="/clone_voice")) > 0.5
             with pytest.raises(Exception, match="voice 'nobody' does not exist"):
                 client.predict("nobody", "Hello.", 0, "", api_name="/clone_voice")
+
+            # A dialogue script: the audio, its SRT (one cue per line, voice named), the caption files.
+            path, srt, files, _ = client.predict("[stella] Hello there.\n[stella] (happy) See you soon.", 0,
+                                                 api_name="/dialogue")
+            assert audio((path,)) > 0.5
+            assert [cue.split("\n")[2] for cue in srt.strip().split("\n\n")] == [
+                "stella: Hello there.", "stella: See you soon."]
+            assert sorted(Path(f).suffix for f in files) == [".srt", ".vtt"]
+            with pytest.raises(Exception, match="line 2: "):
+                client.predict("[stella] Hello.\nno voice here", 0, api_name="/dialogue")
         finally:
             client.close()
