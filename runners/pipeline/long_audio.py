@@ -21,8 +21,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-LOUD_DBFS = -40.0  # a 0.5 s window above this RMS is audio the user would miss if it became silence
-LOUD_WINDOW_S = 0.5
+LOUD_DBFS = -40.0  # a 0.1 s window above this RMS is audio the user would miss if it became silence
+LOUD_WINDOW_S = 0.1  # short: a longer window reaches past a word into the pause after it, and pauses under
+#                     twice its length could no longer be kept as silence
 QUIET_FRAME_S = 0.05  # forced cuts land in the middle of the quietest frame of this length
 _BLOCK_S = 0.01  # resolution of the energy bookkeeping; loud marks overshoot by at most one block
 
@@ -127,7 +128,7 @@ class _Energy:
         self.frame_blocks = max(1, round(sample_rate * QUIET_FRAME_S / self.block))
 
     def loud_spans(self) -> list[tuple[int, int]]:
-        """Spans holding every 0.5 s window (at any sample offset) whose RMS is above :data:`LOUD_DBFS`.
+        """Spans holding every LOUD_WINDOW_S window (at any sample offset) whose RMS is above :data:`LOUD_DBFS`.
 
         A window starting anywhere in block k lies inside blocks k … k + ceil(W / block), so
         when those blocks' energy is at most the threshold, no window starting in block k is
@@ -292,7 +293,7 @@ def cut_at_pauses(
 
     Every piece is at most ``max_piece_s`` long and covers whole segments padded by
     ``margin_s`` (clipped to the audio and to its neighbour); consecutive segments share a
-    piece while it fits. Every loud 0.5 s window of the audio (see :data:`LOUD_DBFS`) lies in
+    piece while it fits. Every loud 0.1 s window of the audio (see :data:`LOUD_DBFS`) lies in
     some piece, heard by Whisper or not; a stretch too long for one piece with no pause between
     segments to cut at is cut at its quietest 50 ms frame in the last third of a piece's
     length. Pieces shorter than ``min_piece_s`` join a neighbour when the result fits. What

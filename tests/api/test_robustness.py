@@ -391,7 +391,7 @@ def test_metrics_labels_are_bounded_and_leak_no_paths(server: Server, prompt_wav
     endpoints = {line.split('endpoint="', 1)[1].split('"', 1)[0] for line in after.splitlines()
                  if 'endpoint="' in line}
     assert "other" in endpoints and "/ui/gradio_api/file={path_or_url}" in endpoints, endpoints
-    assert len(endpoints) < 40, endpoints
+    assert len(endpoints) < 60, endpoints  # the routes there are (each task adds six), not one per path
     assert len(after) < len(before) + 20_000  # 300 distinct paths added a few series, not 300
 
 

@@ -80,7 +80,21 @@ def test_turn_edits_are_applied_after_that_turns_clone(engine: EditXEngine) -> N
     assert [c.turn for c in syn.captions] == [0, 1]
 
 
-def test_a_streamed_dialogue_sends_turn_one_before_the_last_turn_is_made(engine: EditXEngine) -> None:
+def slow_steps(engine: EditXEngine, monkeypatch: pytest.MonkeyPatch, seconds: float = 0.02) -> None:
+    """Engine steps as slow as a busy GPU's, so generation visibly overlaps the first audio."""
+    loop = engine._loop
+    assert loop is not None
+    step = loop.step
+
+    def slowed() -> None:
+        time.sleep(seconds)
+        step()
+    monkeypatch.setattr(loop, "step", slowed)
+
+
+def test_a_streamed_dialogue_sends_turn_one_before_the_last_turn_is_made(
+        engine: EditXEngine, monkeypatch: pytest.MonkeyPatch) -> None:
+    slow_steps(engine, monkeypatch)
     job = script(8)
     stream = engine.run(job, stream=True)
     first = next(c for c in stream if c.samples.size)
@@ -90,7 +104,8 @@ def test_a_streamed_dialogue_sends_turn_one_before_the_last_turn_is_made(engine:
     assert [c.turn for c in [*first.captions, *rest.captions]] == list(range(8))
 
 
-def test_closing_a_dialogue_aborts_its_turns(engine: EditXEngine) -> None:
+def test_closing_a_dialogue_aborts_its_turns(engine: EditXEngine, monkeypatch: pytest.MonkeyPatch) -> None:
+    slow_steps(engine, monkeypatch)
     before = engine.scheduler_stats().aborted
     stream = engine.run(script(8), stream=True)
     next(c for c in stream if c.samples.size)

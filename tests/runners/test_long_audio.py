@@ -10,7 +10,7 @@ import time
 import numpy as np
 import pytest
 
-from runners.pipeline.long_audio import AudioPiece, cut_at_pauses, gaps, share_transcript
+from runners.pipeline.long_audio import LOUD_WINDOW_S, AudioPiece, cut_at_pauses, gaps, share_transcript
 
 SR = 16000
 
@@ -33,8 +33,8 @@ def _s(seconds: float) -> int:
 
 
 def _loud_windows_uncovered(x: np.ndarray, sr: int, pieces: list[AudioPiece]) -> list[float]:
-    """Starts (s) of 0.5 s windows above -40 dBFS RMS not wholly inside the pieces, checked at every sample."""
-    window = min(len(x), round(0.5 * sr))
+    """Starts (s) of LOUD_WINDOW_S windows above -40 dBFS RMS not wholly inside the pieces, checked at every sample."""
+    window = min(len(x), round(LOUD_WINDOW_S * sr))
     if window == 0:
         return []
     cum = np.concatenate([[0.0], np.cumsum(np.square(x, dtype=np.float64))])
@@ -154,7 +154,7 @@ def test_loud_audio_outside_every_segment_gets_a_piece_and_quiet_audio_does_not(
 # ------------------------------------------------------------------ short pieces, odd segment lists
 def _short_then_long(dip_s: float) -> np.ndarray:
     """A quiet 0.3 s answer at 1 s, then loud audio Whisper did not hear from 3 s on, quietest at ``dip_s``."""
-    return np.concatenate([_silence(3), _noise(dip_s - 3, seed=1), _silence(0.2), _noise(45 - dip_s, seed=2)])
+    return np.concatenate([_silence(3), _noise(dip_s - 3, seed=1), _silence(0.05), _noise(45 - dip_s, seed=2)])
 
 
 def test_a_piece_shorter_than_the_minimum_joins_a_neighbour_when_it_fits() -> None:

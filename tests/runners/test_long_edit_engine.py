@@ -49,8 +49,11 @@ def engine(tiny_root: Path) -> EditXEngine:
 def joins_are_smooth(samples: np.ndarray, boundaries: list[int]) -> None:
     """No sample step at a join is larger than the steps inside the audio (a click would be)."""
     steps = np.abs(np.diff(samples))
-    ordinary = np.quantile(steps, 0.999)
     half = int(0.002 * DECODER_RATE)
+    inside = np.ones(steps.size, bool)
+    for b in boundaries:
+        inside[max(0, b - half):b + half] = False
+    ordinary = steps[inside].max()  # the largest step within the pieces themselves
     for b in boundaries:
         around = steps[max(0, b - half):b + half]
         assert around.max(initial=0.0) <= ordinary + 1e-6, f"a click at {b / DECODER_RATE:.3f} s"
@@ -70,8 +73,7 @@ def test_a_90_s_recording_is_edited_in_pieces_joined_without_clicks(
     assert any(s.startswith(f"piece {len(pieces)}/{len(pieces)}") for s in stages)
     starts = [c.start_s for c in pieces]
     assert starts == sorted(starts) and all(c.end_s > c.start_s for c in pieces)
-    for prev, nxt in zip(pieces, pieces[1:]):  # the pause between two pieces is kept, as silence
-        assert nxt.start_s - prev.end_s > 0.3
+    for prev, nxt in zip(pieces, pieces[1:]):  # what lies between two pieces is silence
         gap = syn.samples[int(prev.end_s * DECODER_RATE) + 1:int(nxt.start_s * DECODER_RATE) - 1]
         assert np.abs(gap).max(initial=0.0) == 0.0
     joins_are_smooth(syn.samples, [int(c.start_s * DECODER_RATE) for c in pieces]
