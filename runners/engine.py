@@ -36,7 +36,8 @@ from runners.decoder_worker import DecoderEvents, DecoderStats, DecoderWorker
 from runners.text.vocab import VOCABULARY, EditVocabulary
 from runners.errors import EngineUnavailableError
 from runners.events import EngineEvents
-from runners.jobs import CloneJob, DialogueJob, EditJob, EditPass, Job, Progress, no_progress, step_seed
+from runners.jobs import (CloneJob, DialogueJob, EditJob, EditPass, Job, Progress, forward_only, no_progress,
+                          step_seed)
 from runners.lifecycle import EngineLifecycle
 from runners.models.store import ModelPaths, resolve_model_root
 from runners.pipeline.chunks import STAGES, AudioChunk, Caption, JobStream, Synthesis, add_timings
@@ -70,24 +71,6 @@ class ModelParts:
     token2wav: object  # runners.models.decoder.token2wav.Token2Wav
 
 
-@dataclass
-class _Step:
-    """One step of one part, queued: its prompt features, its requests (a clone's sentences), seeds and texts."""
-
-    prompt: PreparedAudio
-    requests: list[GenerationRequest]
-    seeds: list[int | None]
-    texts: list[str]  # what each request says (the captions' text)
-    speed: float
-    transcript: str | None  # what the step's output says (the next edit quotes it)
-    pending: dict[str, float] = field(default_factory=dict)  # stage seconds not yet reported on a chunk
-    clock: "_WaitClock" = field(default_factory=lambda: _WaitClock())  # shared by the steps of one job
-
-    def timed_by(self, clock: "_WaitClock") -> "_Step":
-        self.clock = clock
-        return self
-
-
 class _WaitClock:
     """Seconds spent waiting for the LLM, counted once however many threads wait at the same time.
 
@@ -104,6 +87,20 @@ class _WaitClock:
             counted = max(0.0, ended - max(began, self._mark))
             self._mark = max(self._mark, ended)
             return counted
+
+
+@dataclass
+class _Step:
+    """One step of one part, queued: its prompt features, its requests (a clone's sentences), seeds and texts."""
+
+    prompt: PreparedAudio
+    requests: list[GenerationRequest]
+    seeds: list[int | None]
+    texts: list[str]  # what each request says (the captions' text)
+    speed: float
+    transcript: str | None  # what the step's output says (the next edit quotes it)
+    clock: _WaitClock  # the job's: its waits for the LLM are counted once
+    pending: dict[str, float] = field(default_factory=dict)  # stage seconds not yet reported on a chunk
 
 
 class EditXEngine(EngineLifecycle):
@@ -133,10 +130,10 @@ class EditXEngine(EngineLifecycle):
 
         Checks, transcription, preparation and queueing happen before this returns, so a bad
         request raises here. Closing the stream aborts the job; setting ``cancel`` too, within
-        one engine step.
+        one engine step. ``progress`` never hears a fraction lower than one it heard before.
         """
         plan = plan_job(self.prep, self.config, job)
-        chunks = self._chunks(plan, stream, progress, cancel)
+        chunks = self._chunks(plan, stream, forward_only(progress), cancel)
         next(chunks)  # runs up to the queueing of the first steps
         return JobStream(chunks, DECODER_RATE, plan.iterations, job.kind)
 
@@ -191,11 +188,9 @@ class EditXEngine(EngineLifecycle):
                 if plan.long_edit:
                     cut_recording(self.prep, plan, progress)
                 parts = plan.parts
-                steps = [None if part.unchanged else self._prepare(plan, p, 0, progress) for p, part in enumerate(parts)]
                 clock = _WaitClock()
-                for s in steps:
-                    if s is not None:
-                        s.clock = clock
+                steps = [None if part.unchanged else self._prepare(plan, p, 0, progress, clock)
+                         for p, part in enumerate(parts)]
                 self._submit([s for s in steps if s is not None])
                 streamed = [stream and p == 0 and part.steps == 1 for p, part in enumerate(parts)]
                 early = [(p, s) for p, s in enumerate(steps) if s is not None and not streamed[p]]
@@ -263,7 +258,7 @@ class EditXEngine(EngineLifecycle):
                 made += count
                 add_timings(spent, timings)
             audio = Audio(torch.from_numpy(join_with_crossfade(pieces, DECODER_RATE, FADE_S)), DECODER_RATE)
-            step = self._prepare(plan, p, k + 1, progress, audio, step.transcript).timed_by(step.clock)
+            step = self._prepare(plan, p, k + 1, progress, step.clock, audio, step.transcript)
             self._submit([step])
             steps[p] = step
             add_timings(step.pending, spent)
@@ -304,8 +299,8 @@ class EditXEngine(EngineLifecycle):
         samples, timings = self.synth.whole(codec_ids, step.prompt, step.seeds[j], step.speed, stop)
         return samples, len(codec_ids), {"llm": llm, **timings}
 
-    def _prepare(self, plan: Plan, p: int, k: int, progress: Progress, audio: Audio | None = None,
-                 transcript: str | None = None) -> "_Step":
+    def _prepare(self, plan: Plan, p: int, k: int, progress: Progress, clock: _WaitClock,
+                 audio: Audio | None = None, transcript: str | None = None) -> "_Step":
         """Step ``k`` of part ``p``, ready to queue: features and prompt ids (a clone's sentences each)."""
         prep, part = self.prep, plan.parts[p]
         tag = _tag(plan, p, k)
@@ -347,7 +342,7 @@ class EditXEngine(EngineLifecycle):
             texts = [said or ""]
         progress(f"{tag}generating speech tokens", _fraction(plan, p, k, 0.3))
         requests = [self.gen.request(ids, seed) for ids, seed in zip(prompts, seeds)]
-        return _Step(prompt, requests, seeds, texts, speed, said, {"prepare": prepared})
+        return _Step(prompt, requests, seeds, texts, speed, said, clock, {"prepare": prepared})
 
     def _submit(self, steps: list["_Step"]) -> None:
         """Queue the requests of ``steps`` as one scheduler job (one queue place, fed in order)."""

@@ -152,6 +152,22 @@ def no_progress(stage: str, fraction: float) -> None:
     """The progress callback of a caller that shows none."""
 
 
+def forward_only(progress: Progress) -> Progress:
+    """``progress`` with fractions kept within 0..1 and never lower than one already reported.
+
+    A job made of parts prepares them all before it decodes them in order, so its raw fractions
+    step back (turn 3 generating, then turn 1 decoding); every caller's bar should only move on.
+    """
+    done = 0.0
+
+    def report(stage: str, fraction: float) -> None:
+        nonlocal done
+        done = max(done, min(max(fraction, 0.0), 1.0))
+        progress(stage, done)
+
+    return report
+
+
 # ------------------------------------------------------------------ instructions
 def _instruction_table() -> tuple[dict[str, list[EditPass]], list[str]]:
     """Every bare value → the edit passes it could mean, and the listing shown in errors.

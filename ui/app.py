@@ -277,18 +277,10 @@ def stream_clone_action(
 
 
 def gradio_progress(progress: gr.Progress) -> Progress:
-    """The engine's progress callback feeding a Gradio progress bar that never moves back.
-
-    A job made of parts prepares them all before it decodes them in order, so the engine's
-    fractions can step back (turn 3 generating, then turn 1 decoding); the bar keeps the
-    highest fraction so far and shows the newest stage.
-    """
-    done = 0.0
+    """The engine's progress callback feeding a Gradio progress bar (the engine's fractions never step back)."""
 
     def report(stage: str, fraction: float) -> None:
-        nonlocal done
-        done = max(done, min(max(fraction, 0.0), 1.0))
-        progress(done, desc=stage)
+        progress(fraction, desc=stage)
 
     return report
 

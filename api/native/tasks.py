@@ -55,6 +55,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from api.audio_out import MEDIA_TYPES, encode, synthesis_headers
+from api.captions import CaptionOut, caption_out
 from api.engine_calls import answer_job, client_gone_response
 from api.errors import ErrorBody, InternalError, answer_for, error_response, send_error
 from api.native import audio as native_audio
@@ -95,17 +96,6 @@ class TaskStatus(BaseModel):
     media_type: str | None = None
     error: ErrorBody | None = Field(None, description="failed: what GET …/get answers, with error_status")
     error_status: int | None = None
-
-
-class CaptionOut(BaseModel):
-    """Where one spoken piece sits in the result audio."""
-
-    index: int
-    start_s: float
-    end_s: float
-    text: str
-    turn: int | None = None
-    voice: str | None = None
 
 
 class TaskCaptions(BaseModel):
@@ -284,8 +274,7 @@ class TaskRoutesMiddleware:
         result = entry.result
         assert result is not None
         if query.get("captions", "").lower() in ("1", "true", "yes"):
-            captions = [CaptionOut(index=c.index, start_s=c.start_s, end_s=c.end_s, text=c.text, turn=c.turn,
-                                   voice=c.voice) for c in result.captions]
+            captions = [caption_out(c) for c in result.captions]
             return JSONResponse(TaskCaptions(task_id=task_id, captions=captions).model_dump())
         ext = next((fmt for fmt, media in MEDIA_TYPES.items() if media == result.media_type), "bin")
         headers = {**result.headers, "X-EditX-Task-Id": task_id,

@@ -158,8 +158,8 @@ def _plan_edit(prep: Preparer, config: EngineConfig, job: EditJob) -> Plan:
             f"{config.max_edit_audio_s:g} s", field="edit_type")
     if not text and spec.needs_transcript:
         prep.check_transcribable("audio_text")
-    part = Part(None, job.audio, text or None, [edit] * job.passes, job.seed)
-    return Plan(job, [] if long_edit else [part], job.passes, noun="piece", long_edit=long_edit)
+    part = Part(None, job.audio, text or None, [edit] * job.passes, job.seed)  # a long one's pieces copy it
+    return Plan(job, [part], job.passes, noun="piece", long_edit=long_edit)
 
 
 def cut_recording(prep: Preparer, plan: Plan, progress: Progress) -> None:
@@ -188,16 +188,15 @@ def cut_recording(prep: Preparer, plan: Plan, progress: Progress) -> None:
     if not pieces:
         raise InvalidInputError("no sound to edit was found in the audio", field="audio")
     silences = [n / audio.sample_rate for n in gaps(pieces, samples.size)]
-    edit = plan.parts[0].edits[0] if plan.parts else job.edit
+    whole = plan.parts[0]  # the checked edit passes and transcript of the whole recording
+    edit = whole.edits[0]
     needs_words = VOCABULARY.spec(edit.edit_type).needs_transcript
     if edit.edit_type == "vad":  # silence removal: the pauses between pieces shrink too
         silences = [min(s, VAD_PAUSE_MAX_S) for s in silences]
-    given = (job.audio_text or "").strip()
-    texts = share_transcript(given, pieces) if given else [p.text for p in pieces]
-    passes = [prep.check_edit(job.edit)] * job.passes
+    texts = share_transcript(whole.source_text, pieces) if whole.source_text else [p.text for p in pieces]
     plan.parts = [
-        Part(None, Audio(audio.samples[p.start:p.end].clone(), audio.sample_rate), text.strip() or None, passes,
-             part_seed(job.seed, i), silences[i + 1] if i + 1 < len(pieces) else 0.0,
+        Part(None, Audio(audio.samples[p.start:p.end].clone(), audio.sample_rate), text.strip() or None,
+             whole.edits, part_seed(job.seed, i), silences[i + 1] if i + 1 < len(pieces) else 0.0,
              unchanged=needs_words and not text.strip())
         for i, (p, text) in enumerate(zip(pieces, texts))
     ]
