@@ -201,11 +201,12 @@ def _merge_spans(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
 def _greedy(
     components: list[tuple[int, int]], boundaries: list[tuple[int, int, int]], energy: _Energy, max_len: int
 ) -> list[tuple[int, int]]:
-    """Pieces covering every component, each as long as the limit allows, ending at the latest cut it can.
+    """Pieces covering every component, each ending at the latest pause within the limit.
 
-    A piece may end at the end of a component (the pause after it stays out of every
-    piece) or inside a component between two segments (the next piece starts there).
-    Where neither fits, it ends at the quietest frame of the last third of its length.
+    A piece ends at the end of a component (the pause after it stays out of every piece,
+    kept as silence); only where no pause is within reach does it end inside a component,
+    at the latest point between two segments (the next piece starts there). Where neither
+    fits, it ends at the quietest frame of the last third of its length.
     """
     pieces: list[tuple[int, int]] = []
     ci, p0 = 0, components[0][0] if components else 0
@@ -224,7 +225,7 @@ def _greedy(
             lo = max(seg_end, p0 + 1)
             if comp >= ci and seg_end > p0 and lo <= hi:  # a boundary already cut at lies behind p0
                 latest = (lo, hi, comp)
-        if latest is not None and (best is None or latest[1] > best[0]):
+        if latest is not None and best is None:  # no pause within reach: between two words it is
             lo, hi, comp = latest
             cut = energy.quietest(lo, hi)
             cut = (lo + hi) // 2 if cut is None else cut

@@ -317,3 +317,15 @@ def test_random_recordings_keep_every_invariant() -> None:
         except AssertionError:
             print(f"failed with seed {seed}, max_piece_s={max_piece_s}, margin_s={margin_s}, min={min_piece_s}")
             raise
+
+
+def test_a_pause_within_reach_is_cut_at_rather_than_a_later_gap_between_words() -> None:
+    """Word timestamps abut inside a sentence: a piece ends at the sentence's pause, not mid-sentence."""
+    x = np.concatenate([_silence(0.5), _noise(9.5, seed=3), _silence(1.0), _noise(19.0, seed=4), _silence(0.5)])
+    words = [(t, t + 0.5, "word") for t in np.arange(0.5, 9.99, 0.5)]
+    words += [(t, t + 0.5, "word") for t in np.arange(11.0, 29.99, 0.5)]
+    pieces = cut_at_pauses(x, SR, words)
+    _check_invariants(x, SR, pieces, 25.0)
+    assert _s(10.0) <= pieces[0].end <= _s(10.2)  # the pause, not a gap between words near 25 s
+    assert _s(10.8) <= pieces[1].start <= _s(11.0)
+    assert gaps(pieces, len(x))[1] >= _s(0.6)  # kept as silence
