@@ -267,24 +267,19 @@ def whole_response(syn: Synthesis, fmt: str, headers: dict[str, str], filename: 
 
 def encoded(chunks: JobStream, fmt: str) -> Iterator[bytes]:
     """A job's chunks as the bytes of one ``fmt`` stream, piece by piece; closing this closes the job."""
-    encoder = AudioEncoder(fmt, chunks.sample_rate)
+    pieces = encoded_with_captions(chunks, fmt)
     try:
-        for chunk in chunks:
-            data = encoder.feed(chunk.samples) if chunk.samples.size else b""
+        for data, _, _ in pieces:
             if data:
                 yield data
-        tail = encoder.finish()
-        if tail:
-            yield tail
     finally:
-        chunks.close()
+        pieces.close()
 
 
 def sse_events(pieces: Iterable[bytes], done: Callable[[], BaseModel]) -> Iterator[bytes]:
     """Server-sent events: each piece base64-encoded in a ``speech.audio.delta``, then ``speech.audio.done``."""
     for piece in pieces:
-        event = {"type": "speech.audio.delta", "audio": base64.b64encode(piece).decode()}
-        yield f"data: {json.dumps(event)}\n\n".encode()
+        yield sse_event(AudioDeltaEvent(audio=base64.b64encode(piece).decode()))
     final = {"type": "speech.audio.done", "usage": done().model_dump()}
     yield f"data: {json.dumps(final)}\n\n".encode()
 

@@ -7,7 +7,9 @@ calls these functions; the job is answered by the one path of every front end
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import anyio
 from starlette.requests import Request
@@ -20,8 +22,25 @@ from api.status import require_ready
 from api.uploads import read_upload
 from runners.engine import EditXEngine
 from runners.errors import USER_ERRORS, RequestAbortedError
-from runners.jobs import CloneJob, EditJob, parse_instructions
+from runners.jobs import CloneJob, EditJob, Job, parse_instructions
 from runners.models.asr import Transcription
+
+
+async def answer_native(engine: EditXEngine, request: Request | None, make_job: Callable[[], Awaitable[Job]], *,
+                        headers: Callable[[Job], dict[str, str]] | None = None, **options: Any) -> Response:
+    """A native route's job built and answered by :func:`api.engine_calls.answer_job` (``options`` go to it).
+
+    The one place where a native route's refusals take the native error shape: a bad form, a
+    model not ready, a full queue; a client that left gets 499. ``headers`` adds the job's own.
+    """
+    try:
+        require_ready(engine)
+        job = await make_job()
+        return await answer_job(request, engine, job, headers=headers(job) if headers else None, **options)
+    except USER_ERRORS as exc:
+        return error_response(exc)
+    except RequestAbortedError:
+        return client_gone_response()
 
 
 async def _upload(engine: EditXEngine, path: Path | None, field: str):  # noqa: ANN202 - Audio | None
@@ -49,30 +68,20 @@ async def clone(engine: EditXEngine, request: Request | None, *, target_text: st
                 voice: str, prompt_text: str, seed: int | None, response_format: str, speed: float,
                 instructions: str, stream: bool, captions: CaptionFormat | None = None) -> Response:
     """POST /clone: speak ``target_text`` in the uploaded or registered voice, then any edit passes."""
-    try:
-        require_ready(engine)
-        job = await clone_job(engine, target_text=target_text, prompt_audio=prompt_audio, voice=voice,
-                              prompt_text=prompt_text, seed=seed, speed=speed, instructions=instructions)
-        return await answer_job(request, engine, job, stream=stream, fmt=response_format, captions=captions)
-    except USER_ERRORS as exc:
-        return error_response(exc)
-    except RequestAbortedError:
-        return client_gone_response()
+    async def make() -> Job:
+        return await clone_job(engine, target_text=target_text, prompt_audio=prompt_audio, voice=voice,
+                               prompt_text=prompt_text, seed=seed, speed=speed, instructions=instructions)
+    return await answer_native(engine, request, make, stream=stream, fmt=response_format, captions=captions)
 
 
 async def edit(engine: EditXEngine, request: Request | None, *, audio: Path, edit_type: str, edit_info: str,
                audio_text: str, target_text: str, n_edit_iter: int, seed: int | None, response_format: str,
                stream: bool) -> Response:
     """POST /edit: edit the uploaded audio ``n_edit_iter`` times."""
-    try:
-        require_ready(engine)
-        job = await edit_job(engine, audio=audio, edit_type=edit_type, edit_info=edit_info, audio_text=audio_text,
-                             target_text=target_text, n_edit_iter=n_edit_iter, seed=seed)
-        return await answer_job(request, engine, job, stream=stream, fmt=response_format)
-    except USER_ERRORS as exc:
-        return error_response(exc)
-    except RequestAbortedError:
-        return client_gone_response()
+    async def make() -> Job:
+        return await edit_job(engine, audio=audio, edit_type=edit_type, edit_info=edit_info, audio_text=audio_text,
+                              target_text=target_text, n_edit_iter=n_edit_iter, seed=seed)
+    return await answer_native(engine, request, make, stream=stream, fmt=response_format)
 
 
 async def transcribe(engine: EditXEngine, audio: Path, language: str) -> Transcription | Response:

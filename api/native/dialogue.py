@@ -16,11 +16,8 @@ from starlette.responses import Response
 
 from api.audio_out import AudioFormat
 from api.captions import CAPTIONS_DESCRIPTION, CaptionFormat
-from api.engine_calls import answer_job, client_gone_response
-from api.errors import error_response
-from api.status import require_ready
+from api.native.audio import answer_native
 from runners.engine import EditXEngine
-from runners.errors import USER_ERRORS, RequestAbortedError
 from runners.jobs import DEFAULT_PAUSE_MS, MAX_PAUSE_MS, DialogueJob, Turn, parse_instructions
 
 SCRIPT_DESCRIPTION = ("the dialogue as text, one turn per line: `[voice] text` or `[voice] (edit values) text`, "
@@ -93,13 +90,7 @@ def _headers(job: DialogueJob) -> dict[str, str]:
 
 async def dialogue(engine: EditXEngine, request: Request | None, body: DialogueRequest) -> Response:
     """POST /dialogue: one audio of every turn in order (captions on request)."""
-    try:
-        require_ready(engine)
-        job = body.to_job()
-        return await answer_job(request, engine, job, stream=body.stream, fmt=body.response_format,
-                                headers=_headers(job), captions=body.captions, filename="dialogue")
-    except USER_ERRORS as exc:
-        return error_response(exc)
-    except RequestAbortedError:
-        return client_gone_response()
-
+    async def make() -> DialogueJob:
+        return body.to_job()
+    return await answer_native(engine, request, make, headers=_headers, stream=body.stream,  # type: ignore[arg-type]
+                               fmt=body.response_format, captions=body.captions, filename="dialogue")

@@ -56,8 +56,7 @@ from starlette.responses import JSONResponse, Response
 
 from api.audio_out import MEDIA_TYPES, encode, synthesis_headers
 from api.captions import CaptionOut, caption_out
-from api.engine_calls import answer_job, client_gone_response
-from api.errors import ErrorBody, InternalError, answer_for, error_response, send_error
+from api.errors import ErrorBody, InternalError, answer_for, send_error
 from api.native import audio as native_audio
 from api.native.dialogue import DialogueScript
 from api.status import require_ready
@@ -144,13 +143,7 @@ async def run_task(engine: EditXEngine, store: TaskStore, request: Request | Non
     """
     task_id = task_id_of(request)
     if task_id is None:
-        try:
-            require_ready(engine)
-            return await answer_job(request, engine, await make_job(), stream=False, fmt=fmt)
-        except USER_ERRORS as exc:
-            return error_response(exc)
-        except RequestAbortedError:
-            return client_gone_response()
+        return await native_audio.answer_native(engine, request, make_job, stream=False, fmt=fmt)
     entry = store.start(task_id, name)
     if entry.cancel.is_set():  # cancelled while it waited
         return JSONResponse(status_of(entry, store).model_dump())
