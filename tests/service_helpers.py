@@ -82,8 +82,8 @@ def wait_ready(url: str, timeout: float = 300.0) -> None:
 
 
 @contextmanager
-def in_process_service(env: dict[str, str]) -> Iterator[tuple[TestClient, ModuleType]]:
-    """One service instance in this process (TestClient over to_asgi()) with ``env`` set; stopped on exit.
+def service_module(env: dict[str, str]) -> Iterator[ModuleType]:
+    """The ``service`` module with ``env`` set, the log buffer attached and /metrics off, for in-process serving.
 
     /metrics is switched off while it runs: BentoML's metrics route hangs under TestClient.
     """
@@ -100,13 +100,19 @@ def in_process_service(env: dict[str, str]) -> Iterator[tuple[TestClient, Module
         saved = config.get("metrics")
         config["metrics"] = {"enabled": False}
         try:
-            with TestClient(service.EditXService.to_asgi()) as client:
-                yield client, service
+            yield service
         finally:  # the real-server tests in this process serve the same class, with metrics
             if saved is None:
                 config.pop("metrics", None)
             else:
                 config["metrics"] = saved
+
+
+@contextmanager
+def in_process_service(env: dict[str, str]) -> Iterator[tuple[TestClient, ModuleType]]:
+    """One service instance in this process (TestClient over to_asgi()) with ``env`` set; stopped on exit."""
+    with service_module(env) as service, TestClient(service.EditXService.to_asgi()) as client:
+        yield client, service
 
 
 @contextmanager

@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.service_helpers import decode, free_port, service_env, tone, wait_ready, wav_bytes
+from tests.service_helpers import decode, free_port, service_env, service_module, tone, wait_ready, wav_bytes
 
 VOICE = wav_bytes(tone(2.0))
 TEXT = "Please call Stella and ask her to bring these things."
@@ -47,17 +47,9 @@ def served(tiny_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
 
     env = service_env(tiny_root) | {"EDITX_TASK_TTL_S": "600", "EDITX_TASK_MAX_MB": "64",
                                     "EDITX_VOICES_DIR": str(tmp_path_factory.mktemp("task-voices"))}
-    with pytest.MonkeyPatch.context() as mp:
-        for key, value in env.items():
-            mp.setenv(key, value)
+    with service_module(env) as service:
         import bentoml
-        import service
-        from api.logs import install
 
-        install("editx", include_access_log=True)
-        config = service.EditXService.config
-        saved = config.get("metrics")
-        config["metrics"] = {"enabled": False}
         port = free_port()
         server = uvicorn.Server(uvicorn.Config(service.EditXService.to_asgi(), host="127.0.0.1", port=port,
                                                log_level="warning", lifespan="on"))
@@ -70,10 +62,6 @@ def served(tiny_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         finally:
             server.should_exit = True
             thread.join(60)
-            if saved is None:
-                config.pop("metrics", None)
-            else:
-                config["metrics"] = saved
 
 
 def submit_edit(url: str, **form: str) -> str:
