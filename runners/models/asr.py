@@ -31,17 +31,35 @@ import os
 import re
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+import torch
 from pydantic import BaseModel, Field, field_validator
 
 from runners.audio import TOKENIZER_RATE, Audio, resample, to_mono
 from runners.errors import EngineUnavailableError, InvalidInputError
 
 log = logging.getLogger("editx.asr")
+
+
+@contextmanager
+def keep_torch_threads() -> Iterator[None]:
+    """Leave the calling thread's torch intra-op thread count as it was.
+
+    Loading and running faster-whisper (CTranslate2) changes it; the thread goes on to run the
+    model's own parts (prompt features, a decoder worker it starts, whose decodes are meant to
+    be bit-identical to ones made in that thread), which must not depend on whether it
+    transcribed something before.
+    """
+    threads = torch.get_num_threads()
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 Task = Literal["transcribe", "translate"]
 
@@ -296,7 +314,7 @@ class Transcriber:
 
     def load(self) -> "Transcriber":
         """Load the model now (idempotent); raises ASRModelError with the reason on failure."""
-        with self._lock:
+        with keep_torch_threads(), self._lock:
             self._load_locked()
         return self
 
@@ -355,7 +373,7 @@ class Transcriber:
 
     # --------------------------------------------------------------- inference
     def supported_languages(self) -> list[str]:
-        with self._lock:
+        with keep_torch_threads(), self._lock:
             return list(self._load_locked().supported_languages)
 
     def transcribe(self, audio: Audio, language: str | None = None) -> Transcription:
@@ -403,7 +421,7 @@ class Transcriber:
         found: list[Segment] = []
         if lang == "auto":
             lang = None
-        with self._lock:
+        with keep_torch_threads(), self._lock:
             model = self._load_locked()
             if task == "translate" and not model.model.is_multilingual:
                 raise InvalidInputError(

@@ -63,6 +63,21 @@ def test_spoken_sentence_is_transcribed(asr: Transcriber, spoken: Path) -> None:
 
 
 @needs_model
+def test_loading_and_transcribing_leave_the_callers_torch_threads_alone(spoken: Path) -> None:
+    """A request thread that transcribed goes on to compute features and start decoders with its own setting."""
+    import torch
+
+    before = torch.get_num_threads()
+    fresh = Transcriber(TranscriberConfig(model=BUNDLED, beam_size=1, device="cpu", cpu_threads=2))
+    try:
+        torch.set_num_threads(1)
+        fresh.transcribe(decode_audio(spoken))  # loads, then runs
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+
+
+@needs_model
 def test_48k_stereo_input(asr: Transcriber, spoken: Path, tmp_path: Path) -> None:
     mono, rate = sf.read(spoken, dtype="float32")
     wav48 = torch.nn.functional.interpolate(torch.from_numpy(mono)[None, None], scale_factor=3, mode="linear")[0, 0]
