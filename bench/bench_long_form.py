@@ -8,7 +8,11 @@ Prints figures, asserts nothing. One run, on one engine, side by side:
 - a 3-minute recording edited as one ``EditJob`` (cut at its pauses, pieces edited as one batch)
   against the same pieces edited one after another: wall seconds and the ratio, both with the
   transcript and the pieces' prompt features already cached (the cut and the first run are
-  printed on their own).
+  printed on their own);
+- the decoder's part of that edit alone: each piece's flow and vocoder over as many codec ids as
+  the edit made per piece, all at once (the decoder worker batches them) against one after another.
+  Its ratio bounds what batching can give the whole edit on this machine: a piece's flow runs over
+  its ~25 s prompt plus its output, and where that is compute-bound, a batch costs what its rows do.
 
     .venv/bin/python -m bench.bench_long_form                 # tiny random model, CPU
     .venv/bin/python -m bench.bench_long_form --model /models --device cuda
@@ -30,6 +34,8 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 import torch
+
+from concurrent.futures import ThreadPoolExecutor
 
 from runners.audio import Audio, resample
 from runners.config import EngineConfig
@@ -153,6 +159,23 @@ def main() -> None:
         print(f"  one batch          {long_s:8.2f} s")
         print(f"  piece after piece  {pieces_s:8.2f} s")
         print(f"  batch speed-up     {pieces_s / long_s:8.2f}x")
+
+        # 4. the decoder's share of that edit: the same pieces' decodes, together and one after another
+        changed = [part.source for part in plan.parts if not part.unchanged and part.source is not None]
+        per_piece = max(1, edited.generated_tokens // max(1, len(changed)))
+        work = [(engine.prepare(src), engine.tokenize(src)[:per_piece]) for src in changed]
+        def decode(i: int) -> None:
+            engine.decode(work[i][1], work[i][0], seed=3)
+        decode(0)  # warm-up
+        with ThreadPoolExecutor(len(work)) as pool:
+            together_s, _ = timed(lambda: list(pool.map(decode, range(len(work)))))
+        alone_s, _ = timed(lambda: [decode(i) for i in range(len(work))])
+        print(f"  the decoder alone ({len(work)} pieces of {per_piece} codec ids, each over its own prompt):")
+        print(f"    together           {together_s:8.2f} s")
+        print(f"    one after another  {alone_s:8.2f} s   ({100 * alone_s / pieces_s:.0f}% of piece after piece)")
+        print(f"    decoder speed-up   {alone_s / together_s:8.2f}x")
+        print(f"  upper bound        {pieces_s / together_s:8.2f}x   (piece after piece / decoder together: the batch "
+              "if the LLM and all else cost nothing)")
         engine.close()
 
 
