@@ -5,6 +5,8 @@ Prints figures, asserts nothing. One run, on one engine, side by side:
 - a 12-turn, 3-voice dialogue rendered as one ``DialogueJob`` (all turns queued together, decoded
   ahead in parallel) against the same 12 turns cloned one after another: wall seconds and the ratio;
 - the same dialogue streamed: seconds to its first audio, as a share of the whole stream's time;
+- the same dialogue with an edit pass on every turn (``(happy)`` on each line): one batch against
+  turn after turn (each turn's pass runs once its clone is decoded, beside the other turns' passes);
 - a 3-minute recording edited as one ``EditJob`` (cut at its pauses, pieces edited as one batch)
   against the same pieces edited one after another: wall seconds and the ratio, both with the
   transcript and the pieces' prompt features already cached (the cut and the first run are
@@ -40,7 +42,7 @@ from concurrent.futures import ThreadPoolExecutor
 from runners.audio import Audio, resample
 from runners.config import EngineConfig
 from runners.engine import EditXEngine
-from runners.jobs import DialogueJob, EditJob, Turn, no_progress
+from runners.jobs import DialogueJob, EditJob, EditPass, Turn, no_progress
 from runners.pipeline.plan import cut_recording, plan_job
 
 LINES = [
@@ -136,7 +138,19 @@ def main() -> None:
         print(f"  streamed: first audio after {first or 0:.2f} s of {whole:.2f} s "
               f"({100 * (first or 0) / whole:.0f}% of the whole)")
 
-        # 3. a long edit as one batch, against its pieces one after another
+        # 3. the same turns with an edit pass each
+        happy = tuple(Turn(t.text, t.voice, (EditPass("emotion", "happy"),)) for t in turns)
+        edited_s, edited_syn = timed(lambda: engine.run(DialogueJob(happy, seed=1)).collect())
+        def edited_one_by_one() -> None:
+            for i, turn in enumerate(happy):
+                engine.run(DialogueJob((turn,), seed=1 + 1000 * i)).collect()
+        edited_serial_s, _ = timed(edited_one_by_one)
+        print(f"  with (happy) on every turn: {edited_syn.duration_s:.1f} s of audio")
+        print(f"    one batch        {edited_s:8.2f} s")
+        print(f"    turn after turn  {edited_serial_s:8.2f} s")
+        print(f"    batch speed-up   {edited_serial_s / edited_s:8.2f}x")
+
+        # 4. a long edit as one batch, against its pieces one after another
         audio, edit_type, edit_info = recording(args.edit_seconds, folder)
         edit = EditJob(audio, edit_type, edit_info, seed=3)
         plan = plan_job(engine.prep, engine.config, edit)
@@ -160,7 +174,7 @@ def main() -> None:
         print(f"  piece after piece  {pieces_s:8.2f} s")
         print(f"  batch speed-up     {pieces_s / long_s:8.2f}x")
 
-        # 4. the decoder's share of that edit: the same pieces' decodes, together and one after another
+        # 5. the decoder's share of that edit: the same pieces' decodes, together and one after another
         changed = [part.source for part in plan.parts if not part.unchanged and part.source is not None]
         per_piece = max(1, edited.generated_tokens // max(1, len(changed)))
         work = [(engine.prepare(src), engine.tokenize(src)[:per_piece]) for src in changed]

@@ -18,10 +18,11 @@ offloading (:mod:`runners.lifecycle`) wait for the jobs in flight.
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +35,7 @@ from runners.audio import DECODER_RATE, Audio
 from runners.config import EngineConfig
 from runners.decoder_worker import DecoderEvents, DecoderStats, DecoderWorker
 from runners.text.vocab import VOCABULARY, EditVocabulary
-from runners.errors import EngineUnavailableError
+from runners.errors import EngineUnavailableError, RequestAbortedError
 from runners.events import EngineEvents
 from runners.jobs import (CloneJob, DialogueJob, EditJob, EditPass, Job, Progress, forward_only, no_progress,
                           step_seed)
@@ -197,6 +198,10 @@ class EditXEngine(EngineLifecycle):
                 ahead = _DecodesAhead(self, stop, sum(len(s.requests) for _, s in early))
                 for p, step in early:
                     ahead.start(p, step)
+                for p, part in enumerate(parts):  # parts with edit passes go through them side by side
+                    if part.steps > 1:
+                        ahead.chain(p, lambda p=p: self._advance(plan, p, steps, ahead, stream and p == 0,
+                                                                 progress, stop))
                 yield None  # type: ignore[misc]  # primed: the caller gets the stream from here on
                 joiner = CrossfadeJoiner(DECODER_RATE, fade_s=FADE_S)
                 # A long recording's silence before its first piece and after its last one, kept; joined like a
@@ -247,23 +252,13 @@ class EditXEngine(EngineLifecycle):
             assert part.source is not None
             yield 0, part.source.resampled(DECODER_RATE).samples.numpy(), 0, {}, True, part.source_text or ""
             return
+        chain = ahead.take_chain(p)
+        if chain is not None:  # its earlier steps ran ahead (beside the other parts'); its last step is queued
+            made = chain.result()
+            yield 0, np.zeros(0, np.float32), made, {}, None, ""
         step = steps[p]
         assert step is not None
         early = ahead.take(p)
-        for k in range(part.steps - 1):  # an edit follows: this step's audio must be whole
-            pieces, made, spent = [], 0, dict(step.pending)
-            for j in range(len(step.requests)):
-                samples, count, timings = self._whole_sentence(plan, p, k, step, j, early, progress, stop)
-                pieces.append(samples)
-                made += count
-                add_timings(spent, timings)
-            audio = Audio(torch.from_numpy(join_with_crossfade(pieces, DECODER_RATE, FADE_S)), DECODER_RATE)
-            step = self._prepare(plan, p, k + 1, progress, step.clock, audio, step.transcript)
-            self._submit([step])
-            steps[p] = step
-            add_timings(step.pending, spent)
-            yield 0, np.zeros(0, np.float32), made, {}, None, ""
-            early = None
         k = part.steps - 1
         last = len(step.requests) - 1
         pending = step.pending
@@ -282,6 +277,40 @@ class EditXEngine(EngineLifecycle):
                 pending = {}
             yield j, np.zeros(0, np.float32), 0, pending, j == last, step.texts[j]
             pending = {}
+
+    def _advance(self, plan: Plan, p: int, steps: list["_Step | None"], ahead: "_DecodesAhead", streamed: bool,
+                 progress: Progress, stop: threading.Event) -> int:
+        """Take part ``p`` through every step but its last (an edit follows each: its audio must be whole).
+
+        Runs beside the other parts' chains, so their edit passes are queued and decoded together. The
+        last step is queued in ``steps[p]`` with its whole decodes started ahead (unless it streams).
+        Returns the codec ids made by the earlier steps.
+        """
+        part, step = plan.parts[p], steps[p]
+        assert step is not None
+        early = ahead.take(p)
+        made = 0
+        for k in range(part.steps - 1):
+            pieces, spent = [], dict(step.pending)
+            for j in range(len(step.requests)):
+                samples, count, timings = self._whole_sentence(plan, p, k, step, j, early, progress, stop)
+                pieces.append(samples)
+                made += count
+                add_timings(spent, timings)
+            audio = Audio(torch.from_numpy(join_with_crossfade(pieces, DECODER_RATE, FADE_S)), DECODER_RATE)
+            step = self._prepare(plan, p, k + 1, progress, step.clock, audio, step.transcript)
+            if stop.is_set():
+                raise RequestAbortedError("the request was cancelled")
+            self._submit([step])
+            steps[p] = step
+            if stop.is_set():  # the job ended while this step was being queued: it is nobody's now
+                self.gen.abort(step.requests)
+                raise RequestAbortedError("the request was cancelled")
+            add_timings(step.pending, spent)
+            early = None
+        if not streamed:
+            ahead.start(p, step)
+        return made
 
     def _whole_sentence(self, plan: Plan, p: int, k: int, step: "_Step", j: int, early: "list[Future] | None",
                         progress: Progress, stop: threading.Event) -> tuple[np.ndarray, int, dict[str, float]]:
@@ -649,22 +678,43 @@ class _DecodesAhead:
         self._engine = engine
         self._stop = stop
         self._threads = max(1, min(requests, engine.config.decoder_batch))
+        self._lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
         self._futures: dict[int, list[Future]] = {}
+        # Chains (a part's steps before its last) wait on decodes, decodes never wait on chains: two pools,
+        # so a full pool of waiting chains cannot starve the decodes they wait for.
+        self._chain_pool: ThreadPoolExecutor | None = None
+        self._chains: dict[int, Future] = {}
 
     def start(self, part: int, step: _Step) -> None:
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(self._threads, thread_name_prefix="editx-decode")
-        self._futures[part] = [self._pool.submit(self._engine._decode_whole, step, j, self._stop)
-                               for j in range(len(step.requests))]
+        """Decode the step's sentences whole as their ids complete; :meth:`take` gets the futures."""
+        with self._lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self._threads, thread_name_prefix="editx-decode")
+            self._futures[part] = [self._pool.submit(self._engine._decode_whole, step, j, self._stop)
+                                   for j in range(len(step.requests))]
 
     def take(self, part: int) -> list[Future] | None:
-        """The futures of a part's first step (None when it was not run ahead)."""
-        return self._futures.pop(part, None)
+        """The futures of the step last started for a part (None when none was run ahead)."""
+        with self._lock:
+            return self._futures.pop(part, None)
+
+    def chain(self, part: int, run: Callable[[], int]) -> None:
+        """Run a part's earlier steps now, beside the other parts'; :meth:`take_chain` gets the future."""
+        with self._lock:
+            if self._chain_pool is None:
+                self._chain_pool = ThreadPoolExecutor(self._threads, thread_name_prefix="editx-chain")
+            # in a copy of the caller's context: progress callbacks that live in context variables (Gradio's) work there
+            self._chains[part] = self._chain_pool.submit(contextvars.copy_context().run, run)
+
+    def take_chain(self, part: int) -> Future | None:
+        with self._lock:
+            return self._chains.pop(part, None)
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
+        for pool in (self._chain_pool, self._pool):
+            if pool is not None:
+                pool.shutdown(wait=False, cancel_futures=True)
 
 
 def _tag(plan: Plan, p: int, k: int) -> str:

@@ -15,6 +15,7 @@ they are validated by the preparation stage, which knows the limits in force.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -156,14 +157,17 @@ def forward_only(progress: Progress) -> Progress:
     """``progress`` with fractions kept within 0..1 and never lower than one already reported.
 
     A job made of parts prepares them all before it decodes them in order, so its raw fractions
-    step back (turn 3 generating, then turn 1 decoding); every caller's bar should only move on.
+    step back (turn 3 generating, then turn 1 decoding); every caller's bar should only move on,
+    also when parts report from threads of their own.
     """
     done = 0.0
+    lock = threading.Lock()
 
     def report(stage: str, fraction: float) -> None:
         nonlocal done
-        done = max(done, min(max(fraction, 0.0), 1.0))
-        progress(stage, done)
+        with lock:
+            done = max(done, min(max(fraction, 0.0), 1.0))
+            progress(stage, done)
 
     return report
 

@@ -80,6 +80,45 @@ def test_turn_edits_are_applied_after_that_turns_clone(engine: EditXEngine) -> N
     assert [c.turn for c in syn.captions] == [0, 1]
 
 
+def edited_script(n: int = 3) -> DialogueJob:
+    turns = tuple(Turn(f"line number {i} here.", VOICES[i % 3], (EditPass("emotion", "happy"),)) for i in range(n))
+    return DialogueJob(turns, seed=11)
+
+
+def submissions(engine: EditXEngine, monkeypatch: pytest.MonkeyPatch) -> list[list]:
+    """Every batch of requests the engine queues, in order (the first is the turns' clones)."""
+    seen: list[list] = []
+    submit = engine.gen.submit
+
+    def recording(requests: list) -> list:
+        queued = submit(requests)
+        seen.append(list(queued))
+        return queued
+    monkeypatch.setattr(engine.gen, "submit", recording)
+    return seen
+
+
+def test_the_edit_passes_of_several_turns_are_generated_together(
+        engine: EditXEngine, monkeypatch: pytest.MonkeyPatch) -> None:
+    seen = submissions(engine, monkeypatch)
+    syn = engine.run(edited_script(3)).collect()
+    assert [c.turn for c in syn.captions] == [0, 1, 2]
+    clones, *edits = seen
+    assert len(clones) == 3 and [len(e) for e in edits] == [1, 1, 1]
+    passes = [e[0] for e in edits]
+    assert all(r.finished_at is not None for r in passes)
+    # every turn's edit pass was queued before any of them had finished: they ran as one batch,
+    # not each after the output reached its turn
+    assert max(r.arrival for r in passes) < min(r.finished_at for r in passes)
+
+
+def test_a_seeded_dialogue_with_edits_is_the_same_audio_again(engine: EditXEngine) -> None:
+    first = engine.run(edited_script(3)).collect()
+    again = engine.run(edited_script(3)).collect()
+    assert first.samples.shape == again.samples.shape
+    np.testing.assert_allclose(first.samples, again.samples, atol=2e-3)
+
+
 def slow_steps(engine: EditXEngine, monkeypatch: pytest.MonkeyPatch, seconds: float = 0.02) -> None:
     """Engine steps as slow as a busy GPU's, so generation visibly overlaps the first audio."""
     loop = engine._loop
@@ -115,6 +154,31 @@ def test_closing_a_dialogue_aborts_its_turns(engine: EditXEngine, monkeypatch: p
         time.sleep(0.05)
     assert engine.scheduler_stats().aborted > before
     assert engine.scheduler_stats().running == 0
+
+
+def test_closing_a_dialogue_with_edits_leaves_no_pass_running(
+        engine: EditXEngine, monkeypatch: pytest.MonkeyPatch) -> None:
+    slow_steps(engine, monkeypatch)
+    seen = submissions(engine, monkeypatch)
+    stream = engine.run(edited_script(3), stream=True)
+    deadline = time.time() + 20
+    while len(seen) < 2 and time.time() < deadline:  # the clones are decoded and an edit pass is queued
+        time.sleep(0.02)
+    assert len(seen) >= 2
+    stream.close()
+    quiet_since = None
+    deadline = time.time() + 20
+    while time.time() < deadline:  # nothing runs, and nothing is queued later by a pass still on its way
+        stats = engine.scheduler_stats()
+        if stats.running + stats.waiting:
+            quiet_since = None
+        elif quiet_since is None:
+            quiet_since = time.time()
+        elif time.time() - quiet_since > 1.0:
+            break
+        time.sleep(0.05)
+    assert engine.scheduler_stats().running + engine.scheduler_stats().waiting == 0
+    assert all(r.finished for batch in seen for r in batch)
 
 
 @pytest.mark.parametrize("turns, named", [
