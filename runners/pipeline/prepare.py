@@ -27,7 +27,6 @@ from runners.jobs import MAX_EDIT_PASSES, EditPass
 from runners.text.markup import check_markup
 from runners.prompt_cache import PromptCache, PromptFeatures, audio_key
 from runners.text.prompts import edit_instruction
-from runners.models.decoder.token2wav import check_speed
 from runners.models.tokenizers.tokens import TOKENS_PER_SECOND
 from runners.models.asr import DetailedTranscription, Transcriber
 
@@ -36,6 +35,11 @@ if TYPE_CHECKING:
     from runners.voices import StoredVoice, VoiceRegistry
 
 log = logging.getLogger("editx.engine")
+
+# The engine's own transcripts (an empty prompt_text or audio_text, a long recording's pauses) are decoded
+# greedily: Whisper's fallback to sampling at 0.2 … 1.0 is random, so the same audio could be heard
+# differently on each run (and at 1.0 whole stretches of speech were heard as nothing).
+OWN_TRANSCRIPT_TEMPERATURE = 0.0
 
 SENTENCE_MAX_CHARS = 300  # a clone text longer than this is generated sentence by sentence, as one batch
 
@@ -157,7 +161,8 @@ class Preparer:
         are part of the cache key, so a different question is never answered from the cache.
         """
         cfg = self.transcriber.config
-        asked = "|".join(f"{k}={options[k]!r}" for k in sorted(options) if options[k] not in (None, False, ""))
+        # unset options drop out of the key; a temperature of 0.0 is a question of its own (0.0 == False)
+        asked = "|".join(f"{k}={v!r}" for k, v in sorted(options.items()) if not (v is None or v is False or v == ""))
         settings = f"asr2|{cfg.model}|{cfg.beam_size}|{language or 'auto'}|{asked}"
         key = audio_key(audio.samples, audio.sample_rate, settings)
         hit = self.cache.get(key, need_features=False, need_transcript=True)
@@ -183,7 +188,7 @@ class Preparer:
         if given:
             return given
         self.check_transcribable(field)
-        heard = self.transcribe(audio).text
+        heard = self.transcribe(audio, temperature=OWN_TRANSCRIPT_TEMPERATURE).text
         if not heard:
             raise InvalidInputError(f"{field} is empty and no speech was recognized in the audio: give the transcript",
                                     field=field)

@@ -18,7 +18,7 @@ import torch
 from api.uploads import ACCEPTED_FORMATS, decode_field, read_upload
 from api.errors import rule_for
 from runners.audio import AudioDecodeError, AudioTooLongError, decode_audio
-from tests.media import KINDS, dominant_hz, encode, sine
+from tests.media import dominant_hz, encode, sine
 
 # (kind, rate made at, rate expected back, slack in seconds: codec priming/padding, 0 = exact length)
 CASES: list[tuple[str, int, int, float]] = [

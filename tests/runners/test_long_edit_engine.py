@@ -100,3 +100,27 @@ def test_audio_over_the_long_edit_limit_is_too_large(tiny_root: Path, recording:
     with pytest.raises(InputTooLargeError) as err:
         small.run(EditJob(recording, "denoise"))
     assert "60 s" in str(err.value)
+
+
+def test_the_engines_own_transcripts_are_decoded_greedily(
+        engine: EditXEngine, recording: Audio, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whisper's fallback samples at 0.2 … 1.0 at random: the same recording was cut differently run to run."""
+    asked: list[dict] = []
+    transcribe = engine.prep.transcriber.transcribe_detailed
+
+    def spy(audio: Audio, language: str | None = None, **options: object):  # noqa: ANN202
+        asked.append(options)
+        return transcribe(audio, language, **options)
+    monkeypatch.setattr(engine.prep.transcriber, "transcribe_detailed", spy)
+    rate = recording.sample_rate
+    engine.run(EditJob(Audio(recording.samples[:40 * rate], rate), "emotion", "sad", seed=1)).collect()
+    engine.clone(Audio(recording.samples[:8 * rate], rate), None, "Some words to say.", seed=1)
+    assert len(asked) == 2
+    assert [a.get("temperature") for a in asked] == [0.0, 0.0]
+    assert asked[0].get("word_timestamps") is True
+
+    # a greedy transcript is not the answer to a question asked with the fallback (0.0 == False in Python)
+    short = Audio(recording.samples[:6 * rate], rate)
+    engine.prep.transcribe(short, temperature=0.0)
+    engine.prep.transcribe(short)
+    assert [a.get("temperature") for a in asked[2:]] == [0.0, None]

@@ -10,7 +10,6 @@ import pytest
 from runners.config import EngineConfig
 from runners.engine import EditXEngine
 from runners.errors import ConflictError, InvalidInputError
-from runners.voices import VoiceRegistry
 from tests.service_helpers import tone, wav_bytes
 from ui.app import build_ui, clone_action, save_voice_action, stream_clone_action, voice_choices
 
