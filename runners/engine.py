@@ -173,8 +173,9 @@ class EditXEngine(EngineLifecycle):
         """The parts' audio in order, joined with the silence each asks for after it.
 
         The first steps of all parts are queued together (one scheduler job); their whole
-        decodes run ahead in threads so the decoder worker batches them, while the answer goes
-        out in order. With ``stream`` the first part's last step streams as it is made. Codec
+        decodes run ahead in threads so the decoder worker batches them, and each part's edit
+        passes follow in a thread of its own as soon as its previous step is decoded (so the
+        parts' passes are generated together too), while the answer goes out in order. With ``stream`` the first part's last step streams as it is made. Codec
         ids, stage seconds and captions ride on the next chunk that carries audio (the last
         chunk takes what is left), so the chunks add up to the whole job.
         """
@@ -245,7 +246,7 @@ class EditXEngine(EngineLifecycle):
         """(sentence, samples, codec ids, stage seconds, end, text) of part ``p``'s last step.
 
         ``end`` is None while a sentence goes on, False at the end of a sentence, True at the end
-        of the part. Earlier steps (a clone before its edit passes) are decoded whole and edited.
+        of the part. Its earlier steps (a clone before its edit passes) ran ahead in :meth:`_advance`.
         """
         part = plan.parts[p]
         if part.unchanged:  # nothing heard to edit: the piece as it was
