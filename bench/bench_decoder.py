@@ -10,6 +10,9 @@ Prints figures, asserts nothing. One run measures, on one Token2Wav:
 - N streams at once (8 and 16), codec ids pushed as fast as the decoder takes them (an LLM that is never
   the bottleneck), or at ``--ids-per-s`` per stream: first audio p50/p95 and stream wall p50/p95, for
   both settings; plus one stream alone for reference.
+- long rows (``--long-rows``, flow frames of prompt + output at 25 a second; an edit's 25 s piece over its
+  own 25 s prompt is ~1250): four rows decoded as one batch against one after another. On a CPU the
+  batch stops paying as rows grow (``CPU_DECODER_BATCH_FRAMES`` caps a batch's padded frames there).
 
     .venv/bin/python -m bench.bench_decoder                 # tiny random decoder, CPU, one torch thread
     .venv/bin/python -m bench.bench_decoder --official-size --seconds 3
@@ -53,6 +56,24 @@ def throughput(t2w: Token2Wav, ids: list[int], prompt: tuple, sizes: list[int], 
             assert not any(errors), errors
             frames = sum(job.output().mel.size(-1) for job in jobs)
         print(f"  {size:5d}  {best:7.3f}  {frames / best:13.0f}  {frames / 50 / best:10.2f}")
+
+
+def long_rows(t2w: Token2Wav, frames: list[int], out_frames: int = 150, rows: int = 4) -> None:
+    """Rows of ``frames`` flow frames each (``out_frames`` generated, the rest prompt): batched vs one by one."""
+    print(f"\nlong rows ({rows} rows, {out_frames} frames generated each, the rest prompt)")
+    print("  frames   together_s   one_by_one_s   batch gain")
+    for n in frames:
+        prompt = voice(0, (n - out_frames) / 25)
+        ids = random_codec_ids(out_frames * 5 // 3, 9)
+        def once(batches: list[list[int]]) -> float:
+            start = time.perf_counter()
+            for batch in batches:
+                errors = run_batch(t2w, [t2w.job(ids, *prompt, seed=s) for s in batch])
+                assert not any(errors), errors
+            return time.perf_counter() - start
+        together = min(once([list(range(rows))]) for _ in range(2))
+        alone = min(once([[s] for s in range(rows)]) for _ in range(2))
+        print(f"  {n:6d}  {together:11.3f}  {alone:13.3f}  {alone / together:10.2f}x")
 
 
 def whole(worker: DecoderWorker, n: int, ids: list[int], prompts: list[tuple]) -> tuple[float, list[float], float]:
@@ -111,6 +132,8 @@ def main() -> None:
     ap.add_argument("--concurrency", default="8,16")
     ap.add_argument("--max-wait-ms", type=float, default=None)
     ap.add_argument("--rounds", type=int, default=2, help="runs per setting and N, taken in turn")
+    ap.add_argument("--long-rows", default="400,700,1250", help="flow frames per row for the long-rows figure "
+                    "(empty: skip)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -131,6 +154,8 @@ def main() -> None:
 
     t2w.synthesize(ids[:50], *prompts[0], seed=1)  # warm-up
     throughput(t2w, ids, prompts[0], [1, 4, DEFAULT_MAX_BATCH], repeats=2)
+    if args.long_rows:
+        long_rows(t2w, [int(n) for n in args.long_rows.split(",")])
 
     settings = {"max_batch=1": 1, f"max_batch={DEFAULT_MAX_BATCH}": DEFAULT_MAX_BATCH}
     workers = {name: DecoderWorker(t2w, max_batch=b, max_wait_ms=args.max_wait_ms).start() for name, b in settings.items()}

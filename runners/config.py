@@ -63,6 +63,10 @@ class EngineConfig(BaseModel):
     max_queue: int = Field(64, ge=0, description="requests waiting for a slot; beyond it a request gets 503")
     decoder_batch: int = Field(16, gt=0, description="decode jobs (whole answers and stream chunks of all requests) "
                                                      "run as one flow + vocoder batch; 1 = one at a time")
+    decoder_batch_frames: int | None = Field(
+        None, ge=0, description="most padded flow frames (rows × the longest row's prompt + generated tokens, "
+        "25 a second) in one decoder batch; unset = 3000 on a CPU (there a batch of four 50 s rows ran slower "
+        "than the rows one by one), no limit on CUDA; 0 = no limit")
     prefix_cache_tokens: int = Field(
         8192, ge=0, description="prompt heads (a voice's system turn, the edit persona) kept as K/V so requests "
         "that share one prefill it once, in tokens (32 KiB each for the official model in bf16); 0 = off")

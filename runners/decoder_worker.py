@@ -11,7 +11,8 @@ all of them as one padded batch (guidance rows too), the vocoder as one padded b
 Scheduling: a stream's first chunk goes before later chunks of other streams (first audio is what a
 listener waits for); a job passed over ``STARVE_TICKS`` times is promoted, so nothing starves. Jobs
 whose flow windows differ a lot in length are not put in one batch (at least ``MIN_FILL`` of the
-padded frames must be real), the head job always goes.
+padded frames must be real), nor more padded frames than ``max_frames`` (on a CPU a batch of long rows,
+each a long prompt plus its output, ran slower than its rows one by one); the head job always goes.
 
 Numbers: a job carries all of its request's state (noise at absolute frame positions, speaker, prompt
 mel, vocoder source phase and noise), and padding never reaches a row's real frames (see
@@ -66,6 +67,7 @@ class DecoderStats(BaseModel):
     running: bool
     max_batch: int
     max_wait_ms: float
+    max_frames: int = Field(0, description="most padded flow frames in one batch (0: no limit)")
     queue_depth: int = Field(description="jobs waiting for a batch")
     streams_open: int = Field(description="streamed requests with a session open")
     batches: int = Field(description="batches run since start")
@@ -113,11 +115,15 @@ class DecoderWorker:
         max_batch: int | None = None,
         max_wait_ms: float | None = None,
         events: DecoderEvents | None = None,
+        max_frames: int = 0,
     ) -> None:
         self.t2w = token2wav
         self.max_batch = DEFAULT_MAX_BATCH if max_batch is None else int(max_batch)
         if self.max_batch < 1:
             raise ValueError(f"max_batch must be ≥ 1, got {max_batch}")
+        self.max_frames = int(max_frames)  # padded flow frames of one batch (rows × longest); 0 = no limit
+        if self.max_frames < 0:
+            raise ValueError(f"max_frames must be ≥ 0, got {max_frames}")
         self.max_wait_s = (DEFAULT_MAX_WAIT_MS if max_wait_ms is None else float(max_wait_ms)) / 1000.0
         if self.max_wait_s < 0:
             raise ValueError(f"max_wait_ms must be ≥ 0, got {max_wait_ms}")
@@ -217,6 +223,7 @@ class DecoderWorker:
                 running=self.running,
                 max_batch=self.max_batch,
                 max_wait_ms=self.max_wait_s * 1000.0,
+                max_frames=self.max_frames,
                 queue_depth=len(self._pending),
                 streams_open=self._streams_open,
                 batches=self._batches,
@@ -294,7 +301,10 @@ class DecoderWorker:
                 if len(batch) == self.max_batch:
                     break
                 frames = max(1, p.job.frames)
-                if total + frames >= MIN_FILL * (len(batch) + 1) * max(longest, frames):
+                padded = (len(batch) + 1) * max(longest, frames)
+                if self.max_frames and padded > self.max_frames:
+                    continue
+                if total + frames >= MIN_FILL * padded:
                     batch.append(p)
                     longest, total = max(longest, frames), total + frames
             taken = set(map(id, batch))

@@ -392,6 +392,38 @@ def test_first_chunks_go_first_and_later_chunks_do_not_starve(t2w: Token2Wav) ->
     assert "later-a" in served and "later-b" in served
 
 
+class _Long(_Fake):
+    def __init__(self, name: str, frames: int) -> None:
+        super().__init__(name, False)
+        self._frames = frames
+
+    @property
+    def frames(self) -> int:
+        return self._frames
+
+
+def test_a_batch_holds_no_more_padded_frames_than_its_budget(t2w: Token2Wav) -> None:
+    """On a CPU a batch of long rows (25 s pieces over 25 s prompts) ran slower than its rows one by one."""
+    w = DecoderWorker(t2w, max_batch=16, max_wait_ms=0, max_frames=3000)  # not started: the policy alone
+    seq = iter(range(1000))
+
+    def take(*frames: int) -> list[str]:
+        for i, n in enumerate(frames):
+            w._pending.append(_Pending(_Long(f"{n}-{i}", n), None, next(seq), time.perf_counter()))
+        return [p.job.name for p in w._take()]  # type: ignore[union-attr, attr-defined]
+
+    assert take(1250, 1250, 1250, 1250) == ["1250-0", "1250-1"]  # 2 × 1250 fit, a third would pad to 3750
+    assert take() == ["1250-2", "1250-3"]
+    assert len(take(*[400] * 10)) == 7  # 7 × 400 = 2800
+    w._pending.clear()
+    assert take(5000, 100) == ["5000-0"]  # a row over the budget still goes, alone
+    assert take() == ["100-1"]
+    unlimited = DecoderWorker(t2w, max_batch=16, max_wait_ms=0)
+    for i in range(4):
+        unlimited._pending.append(_Pending(_Long(str(i), 1250), None, i, time.perf_counter()))
+    assert len(unlimited._take()) == 4  # type: ignore[arg-type]
+
+
 def test_stats_and_events_report_batches(worker: DecoderWorker, t2w: Token2Wav) -> None:
     ids, prompt, mel, spk, speed, seed = _whole_args(2)
     _at_once([lambda sd=sd: worker.synthesize(ids, prompt, mel, spk, seed=sd) for sd in range(3)])

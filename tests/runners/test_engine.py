@@ -141,3 +141,15 @@ def test_empty_transcript_without_auto_transcription_is_a_clear_error(tiny_root:
         engine.clone(voice(), " ", "Hello.")
     assert err.value.field == "prompt_text"
     assert engine.state == "unloaded"  # rejected before any model was loaded
+
+
+def test_the_decoder_batch_frame_budget_is_the_cpu_default_or_the_setting(engine: EditXEngine, tiny_root: Path) -> None:
+    from runners.engine import CPU_DECODER_BATCH_FRAMES
+
+    assert engine.device.type == "cpu"
+    assert engine.decoder_stats().max_frames == CPU_DECODER_BATCH_FRAMES
+    unlimited = EditXEngine(EngineConfig(model_path=str(tiny_root), cache_dir="", decoder_batch_frames=0)).load()
+    try:
+        assert unlimited.decoder_stats().max_frames == 0
+    finally:
+        unlimited.close()
