@@ -37,8 +37,7 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from concurrent.futures import ThreadPoolExecutor
-
+from bench.common import at_once
 from runners.audio import Audio, resample
 from runners.config import EngineConfig
 from runners.engine import EditXEngine
@@ -116,12 +115,13 @@ def main() -> None:
 
         # 1. the dialogue as one batch, against its turns one after another
         batch_s, syn = timed(lambda: engine.run(job).collect())
-        def one_by_one() -> float:
+        def turn_after_turn(script: tuple[Turn, ...]) -> float:
+            """Each turn as a dialogue of its own, seeded as in the whole one; seconds of audio made."""
             audio = 0.0
-            for i, turn in enumerate(turns):
+            for i, turn in enumerate(script):
                 audio += engine.run(DialogueJob((turn,), seed=1 + 1000 * i)).collect().duration_s
             return audio
-        serial_s, serial_audio = timed(one_by_one)
+        serial_s, serial_audio = timed(lambda: turn_after_turn(turns))
         print(f"\ndialogue: {len(turns)} turns, {len(voices)} voices, {syn.duration_s:.1f} s of audio")
         print(f"  one batch        {batch_s:8.2f} s")
         print(f"  turn after turn  {serial_s:8.2f} s   ({serial_audio:.1f} s of audio)")
@@ -141,10 +141,7 @@ def main() -> None:
         # 3. the same turns with an edit pass each
         happy = tuple(Turn(t.text, t.voice, (EditPass("emotion", "happy"),)) for t in turns)
         edited_s, edited_syn = timed(lambda: engine.run(DialogueJob(happy, seed=1)).collect())
-        def edited_one_by_one() -> None:
-            for i, turn in enumerate(happy):
-                engine.run(DialogueJob((turn,), seed=1 + 1000 * i)).collect()
-        edited_serial_s, _ = timed(edited_one_by_one)
+        edited_serial_s, _ = timed(lambda: turn_after_turn(happy))
         print(f"  with (happy) on every turn: {edited_syn.duration_s:.1f} s of audio")
         print(f"    one batch        {edited_s:8.2f} s")
         print(f"    turn after turn  {edited_serial_s:8.2f} s")
@@ -181,8 +178,7 @@ def main() -> None:
         def decode(i: int) -> None:
             engine.decode(work[i][1], work[i][0], seed=3)
         decode(0)  # warm-up
-        with ThreadPoolExecutor(len(work)) as pool:
-            together_s, _ = timed(lambda: list(pool.map(decode, range(len(work)))))
+        together_s, _ = at_once([lambda i=i: decode(i) for i in range(len(work))])
         alone_s, _ = timed(lambda: [decode(i) for i in range(len(work))])
         print(f"  the decoder alone ({len(work)} pieces of {per_piece} codec ids, each over its own prompt):")
         print(f"    together           {together_s:8.2f} s")

@@ -179,9 +179,10 @@ class EditXEngine(EngineLifecycle):
         The first steps of all parts are queued together (one scheduler job); their whole
         decodes run ahead in threads so the decoder worker batches them, and each part's edit
         passes follow in a thread of its own as soon as its previous step is decoded (so the
-        parts' passes are generated together too), while the answer goes out in order. With ``stream`` the first part's last step streams as it is made. Codec
-        ids, stage seconds and captions ride on the next chunk that carries audio (the last
-        chunk takes what is left), so the chunks add up to the whole job.
+        parts' passes are generated together too), while the answer goes out in order. With
+        ``stream`` the first part's last step streams as it is made. Codec ids, stage seconds
+        and captions ride on the next chunk that carries audio (the last chunk takes what is
+        left), so the chunks add up to the whole job.
         """
         started = time.perf_counter()
         stop = cancel if cancel is not None else threading.Event()
