@@ -32,7 +32,7 @@ from runners.jobs import (
     part_seed,
 )
 from runners.models.decoder.token2wav import check_speed
-from runners.pipeline.prepare import OWN_TRANSCRIPT_TEMPERATURE, Preparer
+from runners.pipeline.prepare import Preparer
 from runners.text.vocab import VOCABULARY
 
 log = logging.getLogger("editx.engine")
@@ -179,7 +179,7 @@ def cut_recording(prep: Preparer, plan: Plan, progress: Progress) -> None:
     segments: list[tuple[float, float, str]] = []
     if prep.config.auto_transcribe:
         progress("finding the pauses (transcribing)", 0.0)
-        heard = prep.transcribe(audio, word_timestamps=True, temperature=OWN_TRANSCRIPT_TEMPERATURE)
+        heard = prep.hear(audio, word_timestamps=True)
         # Words, not segments: a segment runs up to 30 s over several sentences, the pauses lie between words.
         segments = [(w.start, w.end, w.word) for s in heard.segments for w in (s.words or [])]
         if not segments:

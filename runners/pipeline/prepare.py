@@ -36,11 +36,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("editx.engine")
 
-# The engine's own transcripts (an empty prompt_text or audio_text, a long recording's pauses) are decoded
-# greedily: Whisper's fallback to sampling at 0.2 … 1.0 is random, so the same audio could be heard
-# differently on each run (and at 1.0 whole stretches of speech were heard as nothing).
-OWN_TRANSCRIPT_TEMPERATURE = 0.0
-
 SENTENCE_MAX_CHARS = 300  # a clone text longer than this is generated sentence by sentence, as one batch
 
 
@@ -173,6 +168,15 @@ class Preparer:
         self.cache.put(key, PromptFeatures(transcript=result.model_dump_json(), compute_s=result.elapsed_s))
         return result
 
+    def hear(self, audio: Audio, *, word_timestamps: bool = False) -> DetailedTranscription:
+        """The engine's own transcript of ``audio`` (an empty prompt_text or audio_text, a long recording's pauses).
+
+        Decoded greedily (temperature 0): Whisper's fallback to sampling at 0.2 … 1.0 is random, so the
+        same audio could be heard differently on each run (and at 1.0 whole stretches of speech were
+        heard as nothing), and a seeded job would not be the same job again.
+        """
+        return self.transcribe(audio, word_timestamps=word_timestamps, temperature=0.0)
+
     def check_transcribable(self, field: str) -> None:
         """An empty transcript is allowed only when it will be transcribed (checked before any loading)."""
         if not self.config.auto_transcribe:
@@ -188,7 +192,7 @@ class Preparer:
         if given:
             return given
         self.check_transcribable(field)
-        heard = self.transcribe(audio, temperature=OWN_TRANSCRIPT_TEMPERATURE).text
+        heard = self.hear(audio).text
         if not heard:
             raise InvalidInputError(f"{field} is empty and no speech was recognized in the audio: give the transcript",
                                     field=field)
